@@ -1,0 +1,83 @@
+"""The sans-I/O WebSocket protocol: RFC 6455 and RFC 7692 permessage-deflate.
+
+Nothing here does I/O or imports Trio: bytes go in, events come out; calls go in, bytes
+come out. :class:`Protocol` is one side of an open connection; the handshake functions
+validate and build the HTTP upgrade of RFC 6455 section 4; :func:`encode_message` turns a
+message into its frame once, for broadcasting.
+"""
+
+from ._connection import Protocol, Role, State
+from ._deflate import (
+    DeflateConfig,
+    DeflateParams,
+    PerMessageDeflate,
+    client_accept,
+    client_offer,
+    compress_message,
+    server_negotiate,
+)
+from ._events import CloseReceived, Event, Message, Ping, Pong
+from ._frames import (
+    MessageType,
+    Opcode,
+    encode_close_payload,
+    encode_frame,
+    encode_message,
+    is_valid_close_code,
+    parse_close_payload,
+)
+from ._handshake import (
+    ClientHandshake,
+    ServerHandshake,
+    UpgradeRequest,
+    WebSocketURI,
+    accept_key,
+    accept_response,
+    check_response,
+    client_request,
+    generate_key,
+    parse_uri,
+    select_subprotocol,
+    server_handshake,
+    validate_upgrade_request,
+)
+from ._mask import apply_mask
+
+__all__ = [
+    "ClientHandshake",
+    "CloseReceived",
+    "DeflateConfig",
+    "DeflateParams",
+    "Event",
+    "Message",
+    "MessageType",
+    "Opcode",
+    "PerMessageDeflate",
+    "Ping",
+    "Pong",
+    "Protocol",
+    "Role",
+    "ServerHandshake",
+    "State",
+    "UpgradeRequest",
+    "WebSocketURI",
+    "accept_key",
+    "accept_response",
+    "apply_mask",
+    "check_response",
+    "client_accept",
+    "client_offer",
+    "client_request",
+    "compress_message",
+    "encode_close_payload",
+    "encode_frame",
+    "encode_message",
+    "generate_key",
+    "is_valid_close_code",
+    "parse_close_payload",
+    "parse_uri",
+    "select_subprotocol",
+    "server_handshake",
+    "server_negotiate",
+    "validate_upgrade_request",
+]
