@@ -1,0 +1,20 @@
+"""The Hub: broadcast to many connections, by room, without waiting on any of them.
+
+The hub is a task that owns its members' outbound queues and a room table; everything
+else talks to it by message (see the theory of operation in :mod:`rue_trio.hub._hub`).
+It knows a connection only through the :class:`Member` port: an id, an encode key and a
+non-blocking way to offer it frames.
+"""
+
+from ._events import HubStatistics, PresenceEvent, PresenceKind
+from ._hub import Hub
+from ._member import PLAIN, Member
+
+__all__ = [
+    "PLAIN",
+    "Hub",
+    "HubStatistics",
+    "Member",
+    "PresenceEvent",
+    "PresenceKind",
+]

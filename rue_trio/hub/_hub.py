@@ -1,0 +1,827 @@
+"""The Hub: one task that owns its members' outbound queues and a room table.
+
+Theory of operation
+===================
+
+The hub is an actor. :meth:`Hub.run` is its only task (Rue's ``go hub.Run()``); it owns
+every piece of hub state: the registered members, the room table, the presence
+subscriptions and the counters. Everything else talks to it by message, through one
+bounded inbox (a Trio memory channel of ``inbox_size`` commands), and nothing is ever
+locked: the state is only written by the actor, between two of its checkpoints.
+
+Commands. ``register``, ``unregister``, ``join``, ``leave`` and ``flush`` put a command in
+the inbox and then wait until the actor has processed it, so that when they return the
+change is visible to every query (:meth:`Hub.count`, :meth:`Hub.members`, ...) and its
+presence events have been emitted: a handler can register and then read the count that
+includes itself, as Rue's ``hub.Count()`` does. ``broadcast`` returns as soon as its
+command is queued: a publisher waits for room in the inbox (backpressure on publishers),
+never for delivery. Each command has a ``_nowait`` twin that raises
+:class:`trio.WouldBlock` when the inbox is full and does not wait for the actor, for use
+from synchronous callbacks. The inbox is one FIFO, so every member sees the messages of
+one publisher in the order they were published, and sees membership changes and messages
+in the order they were issued.
+
+Broadcast. The actor keeps one "audience" for everyone and one per room, each grouping
+its members by :attr:`Member.encode_key`; a member is placed in its groups once, when it
+registers or joins, together with its bound ``send_nowait`` method, so the delivery loop
+does no attribute lookups and no allocation per member. Members with the :data:`PLAIN`
+key get one frame made by :func:`rue_trio.protocol.encode_message`; each other shared key
+gets one frame made by its first member's :meth:`Member.encode`; members with key
+``None`` get a frame each (ARCHITECTURE invariant 3: encode once; every member of a
+group receives the very same ``bytes`` object).
+
+Slow consumers. The actor offers each frame with ``send_nowait`` and never waits for a
+member (ARCHITECTURE invariant 4). :class:`trio.WouldBlock` means the member's bounded
+outbound queue is full: under the ``"close"`` policy the member is removed from the hub
+and all its rooms at once and asked to close with 1008 (RFC 6455 section 7.4.1, policy
+violation); under ``"drop"`` that one frame is dropped for that member and counted. A
+member that is closing (``ClosedResourceError``, ``BrokenResourceError``, or
+:class:`~rue_trio.exceptions.ConnectionClosed` from ``encode``) is forgotten. Failures
+are collected during the loop and settled after it, so the others get the frame first.
+
+Presence. Every registration, unregistration, join and leave produces a
+:class:`PresenceEvent`, handed to the optional ``on_presence`` callback (synchronous,
+called by the actor right after the change) and to every stream opened with
+:meth:`Hub.open_presence` (a bounded memory channel; a reader that falls a whole buffer
+behind has its stream ended, since the hub waits for no one).
+
+Shutdown. When :meth:`Hub.run` is cancelled the hub closes what it owns: every member
+(and every member still waiting in the inbox to register or join) is evicted with 1001
+(going away; 1011 if the hub itself failed), presence streams end, pending commands are
+discarded, and later commands raise :class:`trio.BrokenResourceError` (``unregister`` and
+``leave`` then do nothing: a stopped hub holds no one). A hub runs once.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Callable, Hashable
+from contextlib import asynccontextmanager
+from typing import Final, Literal
+
+import trio
+import trio.lowlevel
+
+from rue_trio.exceptions import ConnectionClosed
+from rue_trio.protocol import MessageType, encode_message
+
+from ._events import HubStatistics, PresenceEvent, PresenceKind
+from ._member import PLAIN, Member
+
+__all__ = ["Hub"]
+
+_SendNowait = Callable[[bytes], None]
+
+_SLOW_CODE: Final = 1008
+_SLOW_REASON: Final = "slow consumer: outbound queue full"
+
+# How many queued commands the actor applies between two checkpoints: enough to avoid a
+# trip through the scheduler per message under load, few enough to stay fair to others.
+_BATCH: Final = range(64)
+
+
+class _Entry:
+    """A registered member and what the delivery loop needs of it, looked up once."""
+
+    __slots__ = ("encode", "id", "key", "member", "rooms", "send")
+
+    def __init__(self, member: Member, member_id: str) -> None:
+        self.member = member
+        self.id = member_id
+        self.key = member.encode_key
+        self.send: _SendNowait = member.send_nowait
+        self.encode = member.encode
+        # A dict rather than a set: leave events come out in the order of the joins.
+        self.rooms: dict[str, None] = {}
+
+
+class _Audience:
+    """Everyone, or one room: its members, grouped by encode key for the broadcast loop."""
+
+    __slots__ = ("entries", "keyed", "plain", "solo")
+
+    def __init__(self) -> None:
+        self.entries: dict[str, _Entry] = {}
+        self.plain: dict[str, _SendNowait] = {}
+        self.keyed: dict[Hashable, dict[str, _Entry]] = {}
+        self.solo: dict[str, _Entry] = {}
+
+    def add(self, entry: _Entry) -> None:
+        member_id = entry.id
+        self.entries[member_id] = entry
+        key = entry.key
+        if key is PLAIN:
+            self.plain[member_id] = entry.send
+        elif key is None:
+            self.solo[member_id] = entry
+        else:
+            group = self.keyed.get(key)
+            if group is None:
+                group = self.keyed[key] = {}
+            group[member_id] = entry
+
+    def discard(self, entry: _Entry) -> None:
+        member_id = entry.id
+        del self.entries[member_id]
+        key = entry.key
+        if key is PLAIN:
+            del self.plain[member_id]
+        elif key is None:
+            del self.solo[member_id]
+        else:
+            group = self.keyed[key]
+            del group[member_id]
+            if not group:
+                del self.keyed[key]
+
+
+class _Broadcast:
+    __slots__ = ("data", "exclude", "room", "type")
+
+    def __init__(
+        self, type: MessageType, data: str | bytes, room: str | None, exclude: str | None
+    ) -> None:
+        self.type = type
+        self.data = data
+        self.room = room
+        self.exclude = exclude
+
+
+class _Op(enum.Enum):
+    REGISTER = enum.auto()
+    UNREGISTER = enum.auto()
+    JOIN = enum.auto()
+    LEAVE = enum.auto()
+    FLUSH = enum.auto()
+    SUBSCRIBE = enum.auto()
+
+
+# Commands that change nothing on a stopped hub, so they succeed quietly there.
+_HARMLESS_WHEN_STOPPED: Final = frozenset({_Op.UNREGISTER, _Op.LEAVE})
+
+
+class _Control:
+    __slots__ = ("done", "error", "member", "op", "room", "subscriber")
+
+    def __init__(
+        self,
+        op: _Op,
+        member: Member | None = None,
+        room: str | None = None,
+        subscriber: trio.MemorySendChannel[PresenceEvent] | None = None,
+    ) -> None:
+        self.op = op
+        self.member = member
+        self.room = room
+        self.subscriber = subscriber
+        self.done: trio.Event | None = None
+        self.error: Exception | None = None
+
+
+_Command = _Broadcast | _Control
+
+
+def _offer(sends: dict[str, _SendNowait], frame: bytes, failed: list[tuple[str, bool]]) -> None:
+    # The hot loop: one call per member, no allocation unless a member refuses.
+    for member_id, send in sends.items():
+        try:
+            send(frame)
+        except trio.WouldBlock:
+            failed.append((member_id, True))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            failed.append((member_id, False))
+
+
+def _offer_except(
+    sends: dict[str, _SendNowait], frame: bytes, skip: str, failed: list[tuple[str, bool]]
+) -> None:
+    for member_id, send in sends.items():
+        if member_id == skip:
+            continue
+        try:
+            send(frame)
+        except trio.WouldBlock:
+            failed.append((member_id, True))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            failed.append((member_id, False))
+
+
+def _stopped_error() -> trio.BrokenResourceError:
+    return trio.BrokenResourceError("the hub has stopped")
+
+
+class Hub:
+    """A broadcasting hub with rooms: Rue's ``rue.NewWebSocketHub()``.
+
+    Start it in a nursery, then register members (connections adapted to
+    :class:`Member`) and broadcast to all of them or to a room::
+
+        hub = Hub()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hub.run)
+            await hub.register(member)
+            await hub.join("lobby", member)
+            await hub.broadcast(MessageType.TEXT, "hello", room="lobby")
+
+    Queries (:meth:`count`, :meth:`rooms`, :meth:`members`, :meth:`statistics`) are
+    synchronous and read the actor's state directly (one thread, no locks needed): they
+    reflect the commands processed so far, which include every awaited ``register``,
+    ``unregister``, ``join`` and ``leave`` and everything before an awaited
+    :meth:`flush`.
+
+    Args:
+        policy: what to do with a member whose outbound queue is full: ``"close"``
+            evicts it with close code 1008; ``"drop"`` drops that frame for it.
+        inbox_size: how many commands may wait for the actor before publishers wait.
+        on_presence: called by the hub's task with each :class:`PresenceEvent`, right
+            after the change. It must not block or raise (an exception stops the hub);
+            it may call the ``_nowait`` commands and the queries.
+
+    Raises:
+        ValueError: for an unknown policy or an inbox size below 1.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: Literal["close", "drop"] = "close",
+        inbox_size: int = 1024,
+        on_presence: Callable[[PresenceEvent], None] | None = None,
+    ) -> None:
+        if policy not in ("close", "drop"):
+            raise ValueError(f"policy must be 'close' or 'drop', not {policy!r}")
+        if inbox_size < 1:
+            raise ValueError(f"inbox_size must be at least 1, not {inbox_size!r}")
+        self._policy: Literal["close", "drop"] = policy
+        self._on_presence = on_presence
+        self._inbox_send, self._inbox_receive = trio.open_memory_channel[_Command](inbox_size)
+        self._everyone = _Audience()
+        self._rooms: dict[str, _Audience] = {}
+        self._subscribers: list[trio.MemorySendChannel[PresenceEvent]] = []
+        self._started = False
+        self._broadcasts = 0
+        self._deliveries = 0
+        self._encodes = 0
+        self._dropped = 0
+        self._evicted = 0
+
+    @property
+    def policy(self) -> Literal["close", "drop"]:
+        """The slow-consumer policy: ``"close"`` or ``"drop"``."""
+        return self._policy
+
+    # ------------------------------------------------------------------ the actor
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the hub until cancelled: Rue's ``go hub.Run()``.
+
+        Use ``await nursery.start(hub.run)``: it returns once the hub processes commands.
+        Commands issued before the hub starts wait in the inbox.
+
+        When cancelled, the hub evicts every member it holds with close code 1001 (1011
+        if the hub failed, for instance because ``on_presence`` raised), ends the
+        presence streams and stops; it cannot be started again.
+
+        Args:
+            task_status: for :meth:`trio.Nursery.start`.
+
+        Raises:
+            RuntimeError: if this hub has already been started.
+        """
+        if self._started:
+            raise RuntimeError("this hub has already been started: a Hub runs once")
+        self._started = True
+        receive = self._inbox_receive.receive
+        receive_nowait = self._inbox_receive.receive_nowait
+        apply = self._apply
+        try:
+            task_status.started()
+            while True:
+                apply(await receive())
+                for _ in _BATCH:
+                    try:
+                        command = receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    apply(command)
+        except BaseException as exc:
+            self._shutdown(exc)
+            raise
+
+    def _apply(self, command: _Command) -> None:
+        if isinstance(command, _Broadcast):
+            self._broadcast(command)
+            return
+        op = command.op
+        try:
+            if op is _Op.REGISTER:
+                self._register(command)
+            elif op is _Op.JOIN:
+                entry = self._register(command)
+                if entry is not None:
+                    self._join(command.room, entry)
+            elif op is _Op.UNREGISTER:
+                entry = self._lookup(command.member)
+                if entry is not None:
+                    self._remove(entry)
+            elif op is _Op.LEAVE:
+                entry = self._lookup(command.member)
+                if entry is not None:
+                    self._leave(command.room, entry)
+            elif op is _Op.SUBSCRIBE:
+                assert command.subscriber is not None
+                self._subscribers.append(command.subscriber)
+        except BaseException:
+            # The hub is failing (a presence hook raised): the caller must not wait on.
+            if op not in _HARMLESS_WHEN_STOPPED:
+                command.error = _stopped_error()
+            raise
+        finally:
+            if command.done is not None:
+                command.done.set()
+
+    def _broadcast(self, command: _Broadcast) -> None:
+        self._broadcasts += 1
+        room = command.room
+        audience = self._everyone if room is None else self._rooms.get(room)
+        if audience is None:
+            return
+        type_ = command.type
+        data = command.data
+        skip = command.exclude
+        failed: list[tuple[str, bool]] = []
+        offered = 0
+        encodes = 0
+        plain = audience.plain
+        if plain:
+            frame = encode_message(type_, data)
+            encodes = 1
+            if skip is not None and skip in plain:
+                _offer_except(plain, frame, skip, failed)
+                offered = len(plain) - 1
+            else:
+                _offer(plain, frame, failed)
+                offered = len(plain)
+        # Shared non-plain keys: the first member able to encode makes the group's frame.
+        for group in audience.keyed.values():
+            shared: bytes | None = None
+            for member_id, entry in group.items():
+                if member_id == skip:
+                    continue
+                offered += 1
+                if shared is None:
+                    try:
+                        shared = entry.encode(type_, data)
+                    except ConnectionClosed:
+                        failed.append((member_id, False))
+                        continue
+                    encodes += 1
+                try:
+                    entry.send(shared)
+                except trio.WouldBlock:
+                    failed.append((member_id, True))
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    failed.append((member_id, False))
+        # Members that keep a compression context (or mask): one frame each.
+        for member_id, entry in audience.solo.items():
+            if member_id == skip:
+                continue
+            offered += 1
+            try:
+                own = entry.encode(type_, data)
+            except ConnectionClosed:
+                failed.append((member_id, False))
+                continue
+            encodes += 1
+            try:
+                entry.send(own)
+            except trio.WouldBlock:
+                failed.append((member_id, True))
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                failed.append((member_id, False))
+        self._encodes += encodes
+        self._deliveries += offered - len(failed)
+        if failed:
+            self._settle(failed)
+
+    def _settle(self, failed: list[tuple[str, bool]]) -> None:
+        evict = self._policy == "close"
+        entries = self._everyone.entries
+        for member_id, slow in failed:
+            if slow and not evict:
+                self._dropped += 1
+                continue
+            entry = entries[member_id]
+            self._remove(entry)
+            if slow:
+                self._evicted += 1
+                entry.member.evict(_SLOW_CODE, _SLOW_REASON)
+
+    def _lookup(self, member: Member | None) -> _Entry | None:
+        assert member is not None
+        entry = self._everyone.entries.get(member.id)
+        if entry is not None and entry.member == member:
+            return entry
+        return None
+
+    def _register(self, command: _Control) -> _Entry | None:
+        member = command.member
+        assert member is not None
+        member_id = member.id
+        entry = self._everyone.entries.get(member_id)
+        if entry is not None:
+            if entry.member == member:
+                return entry
+            command.error = ValueError(f"another member is registered with id {member_id!r}")
+            return None
+        entry = _Entry(member, member_id)
+        self._everyone.add(entry)
+        self._emit(PresenceKind.REGISTER, member_id, None)
+        return entry
+
+    def _join(self, room: str | None, entry: _Entry) -> None:
+        assert room is not None
+        if room in entry.rooms:
+            return
+        audience = self._rooms.get(room)
+        if audience is None:
+            audience = self._rooms[room] = _Audience()
+        audience.add(entry)
+        entry.rooms[room] = None
+        self._emit(PresenceKind.JOIN, entry.id, room)
+
+    def _leave(self, room: str | None, entry: _Entry) -> None:
+        assert room is not None
+        if room not in entry.rooms:
+            return
+        del entry.rooms[room]
+        audience = self._rooms[room]
+        audience.discard(entry)
+        if not audience.entries:
+            del self._rooms[room]
+        self._emit(PresenceKind.LEAVE, entry.id, room)
+
+    def _remove(self, entry: _Entry) -> None:
+        for room in list(entry.rooms):
+            self._leave(room, entry)
+        self._everyone.discard(entry)
+        self._emit(PresenceKind.UNREGISTER, entry.id, None)
+
+    def _emit(self, kind: PresenceKind, member_id: str, room: str | None) -> None:
+        subscribers = self._subscribers
+        on_presence = self._on_presence
+        if on_presence is None and not subscribers:
+            return
+        event = PresenceEvent(kind, member_id, room)
+        if on_presence is not None:
+            on_presence(event)
+        gone: list[trio.MemorySendChannel[PresenceEvent]] = []
+        for subscriber in subscribers:
+            try:
+                subscriber.send_nowait(event)
+            except trio.WouldBlock:
+                # A reader a whole buffer behind: end its stream rather than wait for it.
+                subscriber.close()
+                gone.append(subscriber)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                gone.append(subscriber)
+        if gone:
+            self._subscribers = [s for s in subscribers if s not in gone]
+
+    def _shutdown(self, exc: BaseException) -> None:
+        # Cancellation (or KeyboardInterrupt) is the normal way to stop: 1001, going
+        # away; an exception means the hub failed: 1011 (RFC 6455 section 7.4.1).
+        failed = isinstance(exc, Exception)
+        code, reason = (1011, "hub failed") if failed else (1001, "going away")
+        stranded: list[Member] = []
+        while True:
+            try:
+                command = self._inbox_receive.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if isinstance(command, _Broadcast):
+                continue
+            if command.op is _Op.REGISTER or command.op is _Op.JOIN:
+                assert command.member is not None
+                stranded.append(command.member)
+            elif command.op is _Op.SUBSCRIBE:
+                assert command.subscriber is not None
+                command.subscriber.close()
+            if command.op not in _HARMLESS_WHEN_STOPPED:
+                command.error = _stopped_error()
+            if command.done is not None:
+                command.done.set()
+        # From now on the inbox refuses commands: senders get BrokenResourceError.
+        self._inbox_receive.close()
+        members = [entry.member for entry in self._everyone.entries.values()]
+        self._everyone = _Audience()
+        self._rooms = {}
+        subscribers, self._subscribers = self._subscribers, []
+        for subscriber in subscribers:
+            subscriber.close()
+        for member in members + stranded:
+            member.evict(code, reason)
+
+    # ------------------------------------------------------------------ commands
+
+    async def _call(self, command: _Control) -> None:
+        done = command.done = trio.Event()
+        try:
+            await self._inbox_send.send(command)
+        except trio.BrokenResourceError:
+            if command.op in _HARMLESS_WHEN_STOPPED:
+                # A failed send() has not yielded to the scheduler yet (trio's colour rule).
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            raise _stopped_error() from None
+        await done.wait()
+        if command.error is not None:
+            raise command.error
+
+    def _post(self, command: _Command) -> None:
+        try:
+            self._inbox_send.send_nowait(command)
+        except trio.BrokenResourceError:
+            if isinstance(command, _Control) and command.op in _HARMLESS_WHEN_STOPPED:
+                return
+            raise _stopped_error() from None
+
+    async def register(self, member: Member) -> None:
+        """Register a member: broadcasts to everyone reach it from now on.
+
+        Returns once the hub has processed it (so :meth:`count` includes it). Registering
+        a member that is already registered does nothing.
+
+        Cancellation: if cancelled while waiting for room in the inbox, nothing
+        happened; if cancelled while waiting for the hub, the member still gets
+        registered.
+
+        Args:
+            member: the member; its ``id`` must be unique in this hub.
+
+        Raises:
+            ValueError: if another member is registered with the same id.
+            trio.BrokenResourceError: if the hub has stopped.
+        """
+        await self._call(_Control(_Op.REGISTER, member))
+
+    def register_nowait(self, member: Member) -> None:
+        """Queue the registration of a member without waiting.
+
+        Unlike :meth:`register` it cannot report a duplicate id: such a registration is
+        ignored.
+
+        Args:
+            member: the member.
+
+        Raises:
+            trio.WouldBlock: if the inbox is full.
+            trio.BrokenResourceError: if the hub has stopped.
+        """
+        self._post(_Control(_Op.REGISTER, member))
+
+    async def unregister(self, member: Member) -> None:
+        """Unregister a member and remove it from all its rooms.
+
+        Does nothing if the member is not registered (or the hub has stopped). The
+        member is not closed. Returns once the hub has processed it.
+
+        Cancellation: as for :meth:`register`. Cleanup code that must unregister while
+        being cancelled should shield the call (``with trio.CancelScope(shield=True)``);
+        a member that closes without unregistering is forgotten at the next frame the
+        hub offers it anyway.
+
+        Args:
+            member: the member, as registered (compared with ``==``).
+        """
+        await self._call(_Control(_Op.UNREGISTER, member))
+
+    def unregister_nowait(self, member: Member) -> None:
+        """Queue the unregistration of a member without waiting.
+
+        Args:
+            member: the member, as registered.
+
+        Raises:
+            trio.WouldBlock: if the inbox is full.
+        """
+        self._post(_Control(_Op.UNREGISTER, member))
+
+    async def join(self, room: str, member: Member) -> None:
+        """Add a member to a room, registering it first if needed.
+
+        Returns once the hub has processed it. Joining a room twice does nothing.
+
+        Cancellation: as for :meth:`register`.
+
+        Args:
+            room: the room name.
+            member: the member.
+
+        Raises:
+            ValueError: if another member is registered with the same id.
+            trio.BrokenResourceError: if the hub has stopped.
+        """
+        await self._call(_Control(_Op.JOIN, member, room))
+
+    def join_nowait(self, room: str, member: Member) -> None:
+        """Queue adding a member to a room without waiting.
+
+        Args:
+            room: the room name.
+            member: the member.
+
+        Raises:
+            trio.WouldBlock: if the inbox is full.
+            trio.BrokenResourceError: if the hub has stopped.
+        """
+        self._post(_Control(_Op.JOIN, member, room))
+
+    async def leave(self, room: str, member: Member) -> None:
+        """Remove a member from a room; it stays registered.
+
+        Does nothing if the member is not in the room (or the hub has stopped). Returns
+        once the hub has processed it; an emptied room disappears.
+
+        Cancellation: as for :meth:`register`.
+
+        Args:
+            room: the room name.
+            member: the member, as registered.
+        """
+        await self._call(_Control(_Op.LEAVE, member, room))
+
+    def leave_nowait(self, room: str, member: Member) -> None:
+        """Queue removing a member from a room without waiting.
+
+        Args:
+            room: the room name.
+            member: the member, as registered.
+
+        Raises:
+            trio.WouldBlock: if the inbox is full.
+        """
+        self._post(_Control(_Op.LEAVE, member, room))
+
+    async def flush(self) -> None:
+        """Wait until the hub has processed every command queued before this call.
+
+        Useful after ``_nowait`` commands and broadcasts, before reading a query.
+
+        Cancellation: safe; the barrier is simply abandoned.
+
+        Raises:
+            trio.BrokenResourceError: if the hub has stopped.
+        """
+        await self._call(_Control(_Op.FLUSH))
+
+    async def broadcast(
+        self,
+        type: MessageType | int,
+        data: str | bytes | bytearray | memoryview,
+        *,
+        room: str | None = None,
+        exclude: Member | str | None = None,
+    ) -> None:
+        """Send a message to every registered member, or to the members of a room.
+
+        Returns as soon as the message is queued in the inbox (waiting for room if it
+        is full); the hub delivers it later, in order after every earlier command. A
+        broadcast to a room without members reaches no one.
+
+        Cancellation: either the message was queued, or nothing happened.
+
+        Args:
+            type: :attr:`MessageType.TEXT` or :attr:`MessageType.BINARY`.
+            data: the payload; ``str`` for text, bytes (UTF-8 for text) otherwise.
+                Bytes-like objects other than ``bytes`` are copied.
+            room: the room, or ``None`` for every registered member.
+            exclude: a member, or a member id, that does not receive it (the sender).
+
+        Raises:
+            ValueError: if ``type`` is not a message type.
+            trio.BrokenResourceError: if the hub has stopped.
+        """
+        command = _make_broadcast(type, data, room, exclude)
+        try:
+            await self._inbox_send.send(command)
+        except trio.BrokenResourceError:
+            raise _stopped_error() from None
+
+    def broadcast_nowait(
+        self,
+        type: MessageType | int,
+        data: str | bytes | bytearray | memoryview,
+        *,
+        room: str | None = None,
+        exclude: Member | str | None = None,
+    ) -> None:
+        """Queue a broadcast without waiting; see :meth:`broadcast`.
+
+        Args:
+            type: :attr:`MessageType.TEXT` or :attr:`MessageType.BINARY`.
+            data: the payload.
+            room: the room, or ``None`` for every registered member.
+            exclude: a member, or a member id, that does not receive it.
+
+        Raises:
+            ValueError: if ``type`` is not a message type.
+            trio.WouldBlock: if the inbox is full.
+            trio.BrokenResourceError: if the hub has stopped.
+        """
+        self._post(_make_broadcast(type, data, room, exclude))
+
+    @asynccontextmanager
+    async def open_presence(
+        self, max_buffer_size: int = 256
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[PresenceEvent]]:
+        """Open a stream of the presence events that happen from now on.
+
+        ::
+
+            async with hub.open_presence() as events:
+                async for event in events:
+                    ...
+
+        The stream starts after every command queued before it and is bounded: if
+        the reader falls ``max_buffer_size`` events behind, the hub ends the stream
+        (the ``async for`` finishes) rather than wait; open a new one and read
+        :meth:`members` to catch up. The stream also ends when the hub stops.
+
+        Args:
+            max_buffer_size: how many events may wait for the reader.
+
+        Yields:
+            The receive side of the stream.
+
+        Raises:
+            trio.BrokenResourceError: if the hub has stopped.
+        """
+        send, receive = trio.open_memory_channel[PresenceEvent](max_buffer_size)
+        # Closing our end on the way out makes the hub drop the stream at its next event.
+        with receive:
+            await self._call(_Control(_Op.SUBSCRIBE, subscriber=send))
+            yield receive
+
+    # ------------------------------------------------------------------ queries
+
+    def count(self, room: str | None = None) -> int:
+        """Return how many members are registered, or are in ``room``: ``hub.Count()``.
+
+        Reflects the commands the hub has processed so far.
+
+        Args:
+            room: a room name, or ``None`` for every registered member.
+
+        Returns:
+            The number of members.
+        """
+        audience = self._everyone if room is None else self._rooms.get(room)
+        return 0 if audience is None else len(audience.entries)
+
+    def rooms(self) -> list[str]:
+        """Return the names of the rooms that have members, in order of creation."""
+        return list(self._rooms)
+
+    def members(self, room: str | None = None) -> list[str]:
+        """Return the ids of the members registered, or in ``room``.
+
+        Args:
+            room: a room name, or ``None`` for every registered member.
+
+        Returns:
+            The member ids, in order of registration (or of joining the room).
+        """
+        audience = self._everyone if room is None else self._rooms.get(room)
+        return [] if audience is None else list(audience.entries)
+
+    def statistics(self) -> HubStatistics:
+        """Return a snapshot of the hub's state and counters."""
+        inbox = self._inbox_send.statistics()
+        return HubStatistics(
+            members=len(self._everyone.entries),
+            rooms=len(self._rooms),
+            broadcasts=self._broadcasts,
+            deliveries=self._deliveries,
+            encodes=self._encodes,
+            dropped=self._dropped,
+            evicted=self._evicted,
+            inbox_queued=inbox.current_buffer_used,
+            publishers_waiting=inbox.tasks_waiting_send,
+        )
+
+
+def _make_broadcast(
+    type: MessageType | int,
+    data: str | bytes | bytearray | memoryview,
+    room: str | None,
+    exclude: Member | str | None,
+) -> _Broadcast:
+    # Validate in the caller's task: a bad argument must not reach (and stop) the actor.
+    message_type = MessageType(type)
+    if not isinstance(data, str | bytes):
+        # A mutable buffer could change before the hub encodes it: take a snapshot.
+        data = bytes(data)
+    if exclude is not None and not isinstance(exclude, str):
+        exclude = exclude.id
+    return _Broadcast(message_type, data, room, exclude)
