@@ -40,30 +40,30 @@ class DequeMember:
     def encode(self, type: MessageType, data: str | bytes) -> bytes:
         return encode_message(type, data)
 
-    def send_nowait(self, frame: bytes) -> None:
+    def send_frame_nowait(self, frame: bytes) -> None:
         frames = self.frames
         if len(frames) >= self.limit:
             raise trio.WouldBlock
         frames.append(frame)
 
-    def evict(self, code: int, reason: str) -> None:
+    def close_nowait(self, code: int, reason: str) -> None:
         # 1001 when the hub shuts down at the end of a run; never a slow consumer here.
         assert code == 1001, (code, reason)
 
 
 class ChannelMember:
-    __slots__ = ("encode_key", "id", "receive", "send_nowait")
+    __slots__ = ("encode_key", "id", "receive", "send_frame_nowait")
 
     def __init__(self, id: str, limit: int) -> None:
         self.id = id
         self.encode_key: Hashable | None = PLAIN
         send, self.receive = trio.open_memory_channel[bytes](limit)
-        self.send_nowait = send.send_nowait
+        self.send_frame_nowait = send.send_nowait
 
     def encode(self, type: MessageType, data: str | bytes) -> bytes:
         return encode_message(type, data)
 
-    def evict(self, code: int, reason: str) -> None:
+    def close_nowait(self, code: int, reason: str) -> None:
         # 1001 when the hub shuts down at the end of a run; never a slow consumer here.
         assert code == 1001, (code, reason)
 
@@ -93,7 +93,7 @@ async def hub_run(kind: str, members: int, messages: int, payload: bytes) -> flo
 def loop_run(members: int, messages: int, payload: bytes) -> float:
     """The floor: a bare loop offering the frame to each member, no hub."""
     fakes = [DequeMember(f"m{i}", messages + 1) for i in range(members)]
-    sends = [fake.send_nowait for fake in fakes]
+    sends = [fake.send_frame_nowait for fake in fakes]
     gc.collect()
     start = time.process_time()
     for _ in range(messages):

@@ -61,7 +61,7 @@ class Member(Protocol):
             data: the payload: ``str`` for text, ``bytes`` (UTF-8 for text) otherwise.
 
         Returns:
-            The frame, ready to be queued with :meth:`send_nowait`.
+            The frame, ready to be queued with :meth:`send_frame_nowait`.
 
         Raises:
             rue_trio.exceptions.ConnectionClosed: if the connection is closing; the hub
@@ -69,7 +69,7 @@ class Member(Protocol):
         """
         ...
 
-    def send_nowait(self, frame: bytes) -> None:
+    def send_frame_nowait(self, frame: bytes) -> None:
         """Queue a frame for sending, or refuse it at once.
 
         Args:
@@ -84,7 +84,7 @@ class Member(Protocol):
         """
         ...
 
-    def evict(self, code: int, reason: str) -> None:
+    def close_nowait(self, code: int, reason: str) -> None:
         """Ask the connection to close with ``code`` and ``reason``.
 
         Non-blocking and idempotent: the connection closes in its own tasks. The hub

@@ -41,9 +41,10 @@ from ._handshake import (
     server_handshake,
     validate_upgrade_request,
 )
-from ._mask import apply_mask
+from ._mask import HAS_SPEEDUPS, apply_mask, unmask_at
 
 __all__ = [
+    "HAS_SPEEDUPS",
     "ClientHandshake",
     "CloseReceived",
     "DeflateConfig",
@@ -79,5 +80,6 @@ __all__ = [
     "select_subprotocol",
     "server_handshake",
     "server_negotiate",
+    "unmask_at",
     "validate_upgrade_request",
 ]

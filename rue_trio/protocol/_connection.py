@@ -62,7 +62,7 @@ from ._frames import (
     encode_frame,
     parse_close_payload,
 )
-from ._mask import apply_mask
+from ._mask import unmask_at
 
 __all__ = ["Protocol", "Role", "State"]
 
@@ -238,9 +238,8 @@ class Protocol:
                 break
             start = pos + hlen
             if expect_mask:
-                payload = apply_mask(
-                    memoryview(buf)[start:frame_end], bytes(buf[start - 4 : start])
-                )
+                # The key sits right before the payload (section 5.2).
+                payload = unmask_at(buf, start, frame_end)
             elif length < 1024:
                 payload = bytes(buf[start:frame_end])
             else:

@@ -1,6 +1,6 @@
 /*
  * Optional C accelerator for rue_trio.protocol: the RFC 6455 section 5.3 masking XOR,
- * on a payload (apply_mask) or in place in a receive buffer (unmask_at).
+ * on a payload (apply_mask) or on a payload still in its receive buffer (unmask_at).
  *
  * The pure Python fallback in _mask.py computes the same result; this module only
  * makes it faster. It is built by setup.py as an optional extension, so a machine
@@ -17,6 +17,13 @@
 #include <stdint.h>
 #include <string.h>
 
+/* MSVC spells C99's restrict as __restrict in C modes older than C11. */
+#if defined(_MSC_VER)
+#define RT_RESTRICT __restrict
+#else
+#define RT_RESTRICT restrict
+#endif
+
 /*
  * XOR len bytes of src with the 4-byte key into dst.
  *
@@ -27,7 +34,7 @@
  * from its bytes in memory order, so the result does not depend on endianness.
  */
 static void
-xor_mask(const unsigned char *restrict src, unsigned char *restrict dst, Py_ssize_t len,
+xor_mask(const unsigned char *RT_RESTRICT src, unsigned char *RT_RESTRICT dst, Py_ssize_t len,
          const unsigned char key[4])
 {
     const unsigned char key8[8] = {key[0], key[1], key[2], key[3],

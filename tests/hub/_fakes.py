@@ -31,14 +31,14 @@ class FakeMember:
         self.encode_calls += 1
         return encode_message(type, data)
 
-    def send_nowait(self, frame: bytes) -> None:
+    def send_frame_nowait(self, frame: bytes) -> None:
         if self.send_error is not None:
             raise self.send_error
         if len(self.frames) >= self.capacity:
             raise trio.WouldBlock
         self.frames.append(frame)
 
-    def evict(self, code: int, reason: str) -> None:
+    def close_nowait(self, code: int, reason: str) -> None:
         self.evictions.append((code, reason))
 
     def payloads(self) -> list[bytes]:
