@@ -3,6 +3,8 @@
 The public names are re-exported here; everything else is private.
 """
 
+from .app import App, Context, default
+from .client import open_websocket, open_websocket_stream
 from .exceptions import (
     CloseFrame,
     ConnectError,
@@ -18,7 +20,11 @@ from .exceptions import (
     ProtocolError,
     RueTrioError,
 )
+from .handlers import WebSocketHandler
+from .http import Request
+from .hub import Hub, HubStatistics, PresenceEvent, PresenceKind
 from .protocol import DeflateConfig, Message, MessageType
+from .websocket import ConnectionConfig, ConnectionStatistics, WebSocketConn
 
 TextMessage = MessageType.TEXT
 """A text message: Rue's ``rue.TextMessage``."""
@@ -28,14 +34,20 @@ BinaryMessage = MessageType.BINARY
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "App",
     "BinaryMessage",
     "CloseFrame",
     "ConnectError",
+    "ConnectionConfig",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "ConnectionStatistics",
+    "Context",
     "DeflateConfig",
     "HandshakeError",
+    "Hub",
+    "HubStatistics",
     "InvalidPayloadError",
     "InvalidStatusError",
     "InvalidURIError",
@@ -43,8 +55,16 @@ __all__ = [
     "MessageTooBigError",
     "MessageType",
     "NegotiationError",
+    "PresenceEvent",
+    "PresenceKind",
     "ProtocolError",
+    "Request",
     "RueTrioError",
     "TextMessage",
+    "WebSocketConn",
+    "WebSocketHandler",
     "__version__",
+    "default",
+    "open_websocket",
+    "open_websocket_stream",
 ]

@@ -105,6 +105,14 @@ def test_client_mask_large_sizes_match_reference(apply_mask: MaskFunction, size:
     assert apply_mask(data, mask) == reference(data, mask)
 
 
+def test_client_mask_every_key_byte_on_long_payload(apply_mask: MaskFunction) -> None:
+    """Every key byte value in every key position, on a payload past the pure path's switch."""
+    data = bytes(range(256)) * 4
+    for k in range(256):
+        mask = bytes((k, 255 - k, k ^ 0x55, k ^ 0xAA))
+        assert apply_mask(data, mask) == reference(data, mask)
+
+
 def test_client_mask_accepts_typed_array(apply_mask: MaskFunction) -> None:
     """Any C-contiguous buffer is masked by its bytes, not by its items."""
     items = array.array("I", range(1000))

@@ -1,0 +1,806 @@
+"""The application: routes, middleware, the request context, and how to run it.
+
+Theory of operation
+-------------------
+An :class:`App` holds a :class:`~rue_trio.http.Router` of route functions and a list of
+middleware. For each request the HTTP layer calls the app's dispatch, which builds a
+:class:`Context` (``c``) and runs the middleware chain around the *endpoint*: the route
+function, or the app's own 404 or 405 (with ``Allow``). A middleware is::
+
+    async def mw(c: Context, next: Next) -> None:
+        ...               # before
+        await next()      # the rest of the chain
+        ...               # after
+
+Middleware run in the order they were added with :meth:`App.use`, around every
+request, whatever the order of ``use`` and the route registrations. A route function
+takes ``c`` and is either ``async def`` or a plain function; a plain function may return
+an awaitable (``return c.string(200, "hi")``, ``return handler.handle(c)``), which is
+awaited.
+
+:func:`default` is an :class:`App` with :func:`request_logger` and :func:`recovery`, as
+Gin's ``Default()``.
+
+To run an app: :meth:`App.run` blocks (like Go's ``r.Run(":8080")``) and stops
+gracefully on Ctrl-C or SIGTERM; :meth:`App.serve` runs inside your nursery;
+:meth:`App.serve_stream` serves one already-connected stream (the test client in
+:mod:`rue_trio.testing` uses it over memory streams).
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import mimetypes
+import os
+import signal
+import ssl
+import stat
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Final, Protocol, TypeAlias, TypeVar, overload
+
+import trio
+
+from rue_trio.http import (
+    ALL_METHODS,
+    READ_SIZE,
+    HeaderList,
+    HTTPConnection,
+    HTTPLimits,
+    Lookup,
+    MethodNotAllowed,
+    Request,
+    RouteMatch,
+    Router,
+)
+from rue_trio.server import (
+    BackgroundService,
+    Server,
+    format_address,
+    open_listeners,
+    parse_address,
+)
+
+__all__ = [
+    "App",
+    "BackgroundService",
+    "Context",
+    "Middleware",
+    "Next",
+    "RouteFunction",
+    "default",
+    "recovery",
+    "request_logger",
+]
+
+_log = logging.getLogger("rue_trio")
+
+#: A route function: ``fn(c)``, async or plain (a plain one may return an awaitable).
+RouteFunction: TypeAlias = Callable[["Context"], Awaitable[None] | None]
+
+#: Calls the rest of the middleware chain.
+Next: TypeAlias = Callable[[], Awaitable[None]]
+
+#: ``async def mw(c, next)``: runs around the rest of the chain.
+Middleware: TypeAlias = Callable[["Context", Next], Awaitable[None]]
+
+R = TypeVar("R", bound=RouteFunction)
+
+_TEXT: Final = (b"content-type", b"text/plain; charset=utf-8")
+_JSON: Final = (b"content-type", b"application/json; charset=utf-8")
+_HTML: Final = (b"content-type", b"text/html; charset=utf-8")
+
+
+class Context:
+    """Everything about one request, and the ways to answer it (``c`` in a route).
+
+    Attributes:
+        request: the request.
+        app: the app serving it.
+    """
+
+    __slots__ = ("_conn", "_lookup", "_on_upgrade", "_values", "app", "request")
+
+    def __init__(
+        self, app: App, conn: HTTPConnection, request: Request, lookup: Lookup[RouteFunction]
+    ) -> None:
+        self.app = app
+        self.request = request
+        self._conn = conn
+        self._lookup = lookup
+        self._values: dict[str, object] | None = None
+        self._on_upgrade: list[Callable[[], None]] | None = None
+
+    def param(self, name: str) -> str:
+        """The path parameter ``name`` (``c.param("room")`` for ``/ws/:room``).
+
+        Raises:
+            KeyError: the route has no such parameter.
+        """
+        try:
+            return self.request.params[name]
+        except KeyError:
+            raise KeyError(f"no path parameter {name!r} in route {self.full_path!r}") from None
+
+    def query(self, name: str, default: str | None = None) -> str | None:
+        """The first value of the query parameter ``name``, or ``default``."""
+        value = self.request.query(name)
+        return default if value is None else value
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """The request header ``name`` (repeated fields comma-joined), or ``default``."""
+        value = self.request.header(name)
+        return default if value is None else value
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        """The client's ``(host, port)``, or ``None`` when unknown."""
+        return self.request.remote_address
+
+    @property
+    def body(self) -> builtins.bytes:
+        """The request body (read in full before the route runs)."""
+        return self.request.body
+
+    @property
+    def values(self) -> dict[str, object]:
+        """Per-request storage, for middleware to pass things to routes."""
+        if self._values is None:
+            self._values = {}
+        return self._values
+
+    @property
+    def full_path(self) -> str | None:
+        """The matched route's pattern, such as ``/ws/:room``; ``None`` on 404 or 405."""
+        lookup = self._lookup
+        return lookup.pattern if isinstance(lookup, RouteMatch) else None
+
+    @property
+    def responded(self) -> bool:
+        """Whether a response (or a ``101``) was sent for this request."""
+        return self._conn.status is not None
+
+    @property
+    def status(self) -> int | None:
+        """The status sent for this request (101 after an upgrade), or ``None``."""
+        return self._conn.status
+
+    @property
+    def shutting_down(self) -> bool:
+        """Whether the server is draining: answer a new WebSocket handshake with 503."""
+        return self._conn.shutting_down
+
+    async def respond(
+        self, status: int, body: builtins.bytes = b"", *, headers: HeaderList = ()
+    ) -> None:
+        """Send a response with a complete body.
+
+        ``Date``, ``Server`` and ``Content-Length`` are set for you.
+
+        Args:
+            status: the status code (200 to 999).
+            body: the body.
+            headers: extra header fields, as ``(name, value)`` pairs of bytes or ASCII
+                strings.
+
+        Raises:
+            RuntimeError: a response was already sent.
+            ValueError: the status or a header is invalid.
+
+        Cancellation: a partly written response closes the connection.
+        """
+        await self._conn.respond(status, headers, body)
+
+    async def string(self, status: int, text: str, *, headers: HeaderList = ()) -> None:
+        """Send ``text`` as ``text/plain; charset=utf-8``; see :meth:`respond`."""
+        await self._conn.respond(status, (_TEXT, *headers), text.encode())
+
+    async def html(self, status: int, text: str, *, headers: HeaderList = ()) -> None:
+        """Send ``text`` as ``text/html; charset=utf-8``; see :meth:`respond`."""
+        await self._conn.respond(status, (_HTML, *headers), text.encode())
+
+    async def json(self, status: int, obj: object, *, headers: HeaderList = ()) -> None:
+        """Send ``obj`` as compact JSON (UTF-8); see :meth:`respond`.
+
+        Raises:
+            TypeError: ``obj`` is not JSON-serializable.
+        """
+        data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        await self._conn.respond(status, (_JSON, *headers), data)
+
+    async def bytes(
+        self,
+        status: int,
+        data: builtins.bytes,
+        content_type: str = "application/octet-stream",
+        *,
+        headers: HeaderList = (),
+    ) -> None:
+        """Send ``data`` with the given content type; see :meth:`respond`."""
+        await self._conn.respond(status, ((b"content-type", content_type), *headers), data)
+
+    async def file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        content_type: str | None = None,
+        headers: HeaderList = (),
+    ) -> None:
+        """Send a file with status 200, or a 404 if it is not a readable regular file.
+
+        The content type is guessed from the name (text types in UTF-8) unless given.
+        The file is read in chunks, not loaded whole.
+
+        Args:
+            path: the file.
+            content_type: the ``Content-Type``, instead of the guess.
+            headers: extra header fields.
+
+        Cancellation: a partly sent file closes the connection.
+        """
+        file_path = trio.Path(path)
+        try:
+            info = await file_path.stat()
+        except OSError:
+            await _not_found(self)
+            return
+        if not stat.S_ISREG(info.st_mode):
+            await _not_found(self)
+            return
+        await _send_file(self, file_path, info.st_size, content_type, headers)
+
+    def on_upgrade(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` right after a ``101`` response is written.
+
+        The request logger uses it to log a WebSocket request when it is upgraded,
+        not when the WebSocket closes.
+        """
+        if self._on_upgrade is None:
+            self._on_upgrade = []
+        self._on_upgrade.append(callback)
+
+    async def switch_protocols(
+        self, response: builtins.bytes
+    ) -> tuple[trio.abc.Stream, builtins.bytes]:
+        """Write a complete ``101 Switching Protocols`` response and take the stream.
+
+        After this, the HTTP layer never reads or writes the stream; it is closed when
+        the route function returns.
+
+        Args:
+            response: the raw response (from ``rue_trio.protocol.accept_response``).
+
+        Returns:
+            ``(stream, trailing_data)``: the stream and the bytes the client already
+            sent after its request (they belong to the new protocol).
+
+        Raises:
+            RuntimeError: a response was already sent, or the request had a body.
+
+        Cancellation: if cancelled during the write, the connection closes.
+        """
+        result = await self._conn.switch_protocols(response)
+        if self._on_upgrade is not None:
+            for callback in self._on_upgrade:
+                callback()
+        return result
+
+
+async def _not_found(c: Context) -> None:
+    await c.respond(404, b"404 page not found", headers=(_TEXT,))
+
+
+class _Readable(Protocol):
+    async def read(self, size: int, /) -> bytes: ...
+
+
+class _FileChunks:
+    """An async iterator over an open file, in ``READ_SIZE`` chunks."""
+
+    __slots__ = ("_file",)
+
+    def __init__(self, file: _Readable) -> None:
+        self._file = file
+
+    def __aiter__(self) -> _FileChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._file.read(READ_SIZE)
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+
+async def _send_file(
+    c: Context,
+    path: trio.Path,
+    size: int,
+    content_type: str | None,
+    headers: HeaderList,
+) -> None:
+    if content_type is None:
+        guessed = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if guessed.startswith("text/"):
+            guessed += "; charset=utf-8"
+        content_type = guessed
+    fields = ((b"content-type", content_type), *headers)
+    try:
+        file = await path.open("rb")
+    except OSError:
+        await _not_found(c)
+        return
+    async with file:
+        await c._conn.respond_stream(200, fields, _FileChunks(file), size)
+
+
+async def _resolve_static(root: Path, relative: str) -> tuple[trio.Path, int] | None:
+    """The file under ``root`` that ``relative`` names, and its size; ``None`` if none.
+
+    ``..`` segments, backslashes and NUL bytes are refused outright; then the path is
+    resolved (following symbolic links) and must still be inside ``root``.
+    """
+    # Resolving and reading use worker threads anyway: this is not a hot path.
+    await trio.lowlevel.checkpoint()
+    parts = relative.split("/")
+    for part in parts:
+        if part == ".." or "\\" in part or "\x00" in part:
+            return None
+    candidate = trio.Path(root, *(part for part in parts if part and part != "."))
+    for _ in range(2):
+        try:
+            resolved = await candidate.resolve(strict=True)
+            info = await resolved.stat()
+        except (OSError, RuntimeError):
+            # RuntimeError: a symbolic link loop.
+            return None
+        if not Path(resolved).is_relative_to(root):
+            return None
+        if stat.S_ISREG(info.st_mode):
+            return resolved, info.st_size
+        if not stat.S_ISDIR(info.st_mode):
+            return None
+        candidate = resolved / "index.html"
+    return None
+
+
+async def _endpoint(c: Context) -> None:
+    """The end of the chain: the route function, or the app's 404 or 405."""
+    lookup = c._lookup
+    if isinstance(lookup, RouteMatch):
+        result = lookup.handler(c)
+        if result is None:
+            await trio.lowlevel.checkpoint()
+        else:
+            await result
+    elif isinstance(lookup, MethodNotAllowed):
+        allow = ", ".join(lookup.allowed)
+        await c.respond(
+            405, b"405 method not allowed", headers=(_TEXT, (b"allow", allow.encode("ascii")))
+        )
+    else:
+        await _not_found(c)
+
+
+class _Chain:
+    """Runs the middleware, then the endpoint; it is the ``next`` a middleware gets."""
+
+    __slots__ = ("_c", "_index", "_middleware")
+
+    def __init__(self, middleware: Sequence[Middleware], c: Context) -> None:
+        self._middleware = middleware
+        self._c = c
+        self._index = 0
+
+    async def __call__(self) -> None:
+        index = self._index
+        self._index = index + 1
+        if index < len(self._middleware):
+            await self._middleware[index](self._c, self)
+        elif index == len(self._middleware):
+            await _endpoint(self._c)
+        else:
+            # ``next`` called again after the endpoint ran: nothing left to run.
+            await trio.lowlevel.checkpoint()
+
+
+class App:
+    """A rue_trio application: routes, middleware and background services.
+
+    Args:
+        limits: HTTP size and time limits (header and body sizes, request and
+            keep-alive timeouts).
+        shutdown_timeout: seconds requests in progress get to finish when the server
+            shuts down, before they are cancelled.
+        server_header: the ``Server`` response header, or ``None`` to send none.
+    """
+
+    def __init__(
+        self,
+        *,
+        limits: HTTPLimits | None = None,
+        shutdown_timeout: float = 10.0,
+        server_header: str | None = "rue_trio",
+    ) -> None:
+        self.limits = limits if limits is not None else HTTPLimits()
+        self.shutdown_timeout = shutdown_timeout
+        self._server_header = server_header.encode("ascii") if server_header else None
+        self._router: Router[RouteFunction] = Router()
+        self._middleware: list[Middleware] = []
+        self._background: list[BackgroundService] = []
+
+    # Routes -------------------------------------------------------------------------
+
+    @overload
+    def handle(self, method: str, path: str) -> Callable[[R], R]: ...
+    @overload
+    def handle(self, method: str, path: str, fn: R) -> R: ...
+    def handle(self, method: str, path: str, fn: R | None = None) -> R | Callable[[R], R]:
+        """Register ``fn`` for ``method`` and ``path`` (Gin's ``Handle``).
+
+        Use it directly, ``app.handle("GET", "/x", fn)``, or as a decorator,
+        ``@app.handle("GET", "/x")``. Paths take ``:param`` and a final ``*catchall``
+        segment (see :mod:`rue_trio.http`).
+
+        Returns:
+            ``fn`` itself (or a decorator that registers and returns it).
+
+        Raises:
+            ValueError: the path is malformed or conflicts with a registered route.
+        """
+        return self._register((method,), path, fn)
+
+    @overload
+    def get(self, path: str) -> Callable[[R], R]: ...
+    @overload
+    def get(self, path: str, fn: R) -> R: ...
+    def get(self, path: str, fn: R | None = None) -> R | Callable[[R], R]:
+        """Register a ``GET`` route (``HEAD`` falls back to it); see :meth:`handle`."""
+        return self._register(("GET",), path, fn)
+
+    @overload
+    def post(self, path: str) -> Callable[[R], R]: ...
+    @overload
+    def post(self, path: str, fn: R) -> R: ...
+    def post(self, path: str, fn: R | None = None) -> R | Callable[[R], R]:
+        """Register a ``POST`` route; see :meth:`handle`."""
+        return self._register(("POST",), path, fn)
+
+    @overload
+    def put(self, path: str) -> Callable[[R], R]: ...
+    @overload
+    def put(self, path: str, fn: R) -> R: ...
+    def put(self, path: str, fn: R | None = None) -> R | Callable[[R], R]:
+        """Register a ``PUT`` route; see :meth:`handle`."""
+        return self._register(("PUT",), path, fn)
+
+    @overload
+    def delete(self, path: str) -> Callable[[R], R]: ...
+    @overload
+    def delete(self, path: str, fn: R) -> R: ...
+    def delete(self, path: str, fn: R | None = None) -> R | Callable[[R], R]:
+        """Register a ``DELETE`` route; see :meth:`handle`."""
+        return self._register(("DELETE",), path, fn)
+
+    @overload
+    def patch(self, path: str) -> Callable[[R], R]: ...
+    @overload
+    def patch(self, path: str, fn: R) -> R: ...
+    def patch(self, path: str, fn: R | None = None) -> R | Callable[[R], R]:
+        """Register a ``PATCH`` route; see :meth:`handle`."""
+        return self._register(("PATCH",), path, fn)
+
+    @overload
+    def head(self, path: str) -> Callable[[R], R]: ...
+    @overload
+    def head(self, path: str, fn: R) -> R: ...
+    def head(self, path: str, fn: R | None = None) -> R | Callable[[R], R]:
+        """Register a ``HEAD`` route (ahead of the ``GET`` fallback); see :meth:`handle`."""
+        return self._register(("HEAD",), path, fn)
+
+    @overload
+    def options(self, path: str) -> Callable[[R], R]: ...
+    @overload
+    def options(self, path: str, fn: R) -> R: ...
+    def options(self, path: str, fn: R | None = None) -> R | Callable[[R], R]:
+        """Register an ``OPTIONS`` route; see :meth:`handle`."""
+        return self._register(("OPTIONS",), path, fn)
+
+    @overload
+    def any(self, path: str) -> Callable[[R], R]: ...
+    @overload
+    def any(self, path: str, fn: R) -> R: ...
+    def any(self, path: str, fn: R | None = None) -> R | Callable[[R], R]:
+        """Register a route for every method, as Gin's ``Any``; see :meth:`handle`."""
+        return self._register(ALL_METHODS, path, fn)
+
+    def _register(self, methods: Sequence[str], path: str, fn: R | None) -> R | Callable[[R], R]:
+        def register(route: R) -> R:
+            for method in methods:
+                self._router.add(method, path, route)
+            return route
+
+        return register if fn is None else register(fn)
+
+    def static(self, prefix: str, folder: str | os.PathLike[str]) -> None:
+        """Serve the files under ``folder`` at ``prefix`` (``GET`` and ``HEAD``).
+
+        ``app.static("/assets", "public")`` answers ``/assets/css/a.css`` with
+        ``public/css/a.css``. A directory is answered with its ``index.html``. Anything
+        else is a 404: a missing file, a path with ``..`` (however encoded), a path
+        that resolves (through symbolic links) outside ``folder``.
+
+        Args:
+            prefix: the URL prefix, such as ``"/static"`` (``"/"`` for the root).
+            folder: the directory; it must exist.
+
+        Raises:
+            ValueError: ``folder`` is not a directory, or the route conflicts.
+        """
+        root = Path(folder).resolve()
+        if not root.is_dir():
+            raise ValueError(f"{folder!r} is not a directory")
+
+        async def serve_static(c: Context) -> None:
+            found = await _resolve_static(root, c.param("filepath"))
+            if found is None:
+                await _not_found(c)
+            else:
+                await _send_file(c, found[0], found[1], None, ())
+
+        self.get(prefix.rstrip("/") + "/*filepath", serve_static)
+
+    # Middleware and background services --------------------------------------------
+
+    def use(self, *middleware: Middleware) -> None:
+        """Add middleware, run in order around every request (404 and 405 included)."""
+        self._middleware.extend(middleware)
+
+    def add_background(self, service: BackgroundService) -> None:
+        """Run ``service`` alongside the server (such as a Hub's ``run``).
+
+        :meth:`serve` starts it with ``await nursery.start(service)`` before accepting
+        connections, and cancels it after the connections have drained at shutdown.
+        Each :meth:`serve` call starts its own.
+
+        Args:
+            service: an async function taking ``task_status`` (keyword), which calls
+                ``task_status.started()`` once ready and runs until cancelled.
+        """
+        self._background.append(service)
+
+    @property
+    def background_services(self) -> tuple[BackgroundService, ...]:
+        """The services added with :meth:`add_background`, in order."""
+        return tuple(self._background)
+
+    # Serving ------------------------------------------------------------------------
+
+    async def _dispatch(
+        self, conn: HTTPConnection, request: Request, lookup: Lookup[RouteFunction]
+    ) -> None:
+        c = Context(self, conn, request, lookup)
+        if self._middleware:
+            await _Chain(self._middleware, c)()
+        else:
+            await _endpoint(c)
+
+    def _server(
+        self, *, ssl_context: ssl.SSLContext | None = None, max_connections: int | None = None
+    ) -> Server[RouteFunction]:
+        return Server(
+            self._router,
+            self._dispatch,
+            limits=self.limits,
+            server_header=self._server_header,
+            ssl_context=ssl_context,
+            max_connections=max_connections,
+            shutdown_timeout=self.shutdown_timeout,
+            background=self._background,
+        )
+
+    async def serve(
+        self,
+        host: str | None = "127.0.0.1",
+        port: int = 8080,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int | None = None,
+        backlog: int | None = None,
+        task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve HTTP (and WebSocket upgrades) until cancelled; use in a nursery.
+
+        ``addresses = await nursery.start(app.serve, "127.0.0.1", 0)`` returns once the
+        server listens, with the bound ``(host, port)`` of each listener (port 0 picks
+        a free port, reported here).
+
+        Args:
+            host: the interface to bind, or ``None`` for all of them.
+            port: the port.
+            ssl_context: serve HTTPS/WSS with this server-side context.
+            max_connections: the most connections served at once (more wait).
+            backlog: the listen queue length.
+            task_status: receives the list of bound ``(host, port)``.
+
+        Raises:
+            OSError: the address cannot be bound.
+
+        Cancellation: the way to stop serving. Listeners close first, requests in
+        progress get ``shutdown_timeout`` seconds, WebSocket connections close with
+        1001, background services stop last; then the cancellation propagates.
+        """
+        listeners = await open_listeners(host, port, backlog=backlog)
+        server = self._server(ssl_context=ssl_context, max_connections=max_connections)
+        await server.serve_listeners(listeners, task_status=task_status)
+
+    async def serve_stream(
+        self, stream: trio.abc.Stream, remote_address: tuple[str, int] | None = None
+    ) -> None:
+        """Serve one already-connected stream until its connection ends, then close it.
+
+        Background services are not started here.
+
+        Args:
+            stream: the stream, such as one end of a ``trio.testing.memory_stream_pair``.
+            remote_address: the client's ``(host, port)`` to report, if any.
+
+        Cancellation: the connection stops and the stream is closed.
+        """
+        await self._server().serve_stream(stream, remote_address)
+
+    def run(
+        self,
+        address: str = ":8080",
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int | None = None,
+    ) -> None:
+        """Serve until Ctrl-C or SIGTERM, then shut down gracefully (Go's ``r.Run``).
+
+        This starts Trio (``trio.run``) and blocks. If logging is not configured, the
+        ``rue_trio`` logger gets a stderr handler at INFO level, so request logs show.
+
+        Args:
+            address: ``":8080"`` (every interface), ``"127.0.0.1:8080"``,
+                ``"[::1]:8080"``...
+            ssl_context: serve HTTPS/WSS with this server-side context.
+            max_connections: the most connections served at once.
+
+        Raises:
+            ValueError: the address cannot be parsed.
+            OSError: the address cannot be bound.
+        """
+        host, port = parse_address(address)
+        _configure_logging()
+        trio.run(
+            partial(
+                self._run_until_signal,
+                host,
+                port,
+                ssl_context=ssl_context,
+                max_connections=max_connections,
+            )
+        )
+
+    async def _run_until_signal(
+        self,
+        host: str | None,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        max_connections: int | None,
+    ) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                addresses = await nursery.start(
+                    partial(
+                        self.serve,
+                        host,
+                        port,
+                        ssl_context=ssl_context,
+                        max_connections=max_connections,
+                    )
+                )
+                scheme = "https" if ssl_context is not None else "http"
+                for bound_host, bound_port in addresses:
+                    _log.info(
+                        "listening on %s://%s", scheme, format_address(bound_host, bound_port)
+                    )
+                async for signum in signals:
+                    _log.info("received %s: shutting down gracefully", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    break
+
+
+def _configure_logging() -> None:
+    """Give the ``rue_trio`` logger a stderr handler unless logging is configured."""
+    logger = logging.getLogger("rue_trio")
+    if logging.getLogger().handlers or logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+
+# Middleware -----------------------------------------------------------------------
+
+
+async def request_logger(c: Context, next: Next) -> None:
+    """Log one line per request on the ``rue_trio`` logger, at INFO level.
+
+    The line has the client, method, path (without the query), status and duration.
+    A WebSocket request is logged when it is upgraded (status 101).
+    """
+    if not _log.isEnabledFor(logging.INFO):
+        await next()
+        return
+    start = time.perf_counter()
+    request = c.request
+    logged = False
+
+    def log() -> None:
+        nonlocal logged
+        logged = True
+        address = c.remote_address
+        _log.info(
+            "%s %s %s %s %.2fms",
+            format_address(*address) if address is not None else "-",
+            request.method,
+            request.target.partition("?")[0],
+            c.status if c.status is not None else "-",
+            (time.perf_counter() - start) * 1000.0,
+        )
+
+    c.on_upgrade(log)
+    try:
+        await next()
+    finally:
+        if not logged:
+            log()
+
+
+async def recovery(c: Context, next: Next) -> None:
+    """Turn a route's exception into a logged traceback and a 500 response.
+
+    When nothing was sent yet, the client gets ``500 Internal Server Error`` and the
+    connection stays usable. A client that vanished is not logged. Cancellation is
+    never caught.
+    """
+    try:
+        await next()
+    except Exception:
+        if c._conn.client_gone:
+            raise
+        _log.exception("error in route %s %s", c.request.method, c.request.path)
+        if c.responded:
+            await trio.lowlevel.checkpoint()
+        else:
+            await c.string(500, "500 internal server error")
+
+
+def default(
+    *,
+    limits: HTTPLimits | None = None,
+    shutdown_timeout: float = 10.0,
+    server_header: str | None = "rue_trio",
+) -> App:
+    """An :class:`App` with :func:`request_logger` and :func:`recovery` (Gin's ``Default``).
+
+    Args:
+        limits: see :class:`App`.
+        shutdown_timeout: see :class:`App`.
+        server_header: see :class:`App`.
+
+    Returns:
+        The app.
+    """
+    app = App(limits=limits, shutdown_timeout=shutdown_timeout, server_header=server_header)
+    app.use(request_logger, recovery)
+    return app

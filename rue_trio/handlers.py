@@ -1,0 +1,262 @@
+"""Rue's ``WebSocketHandler``: the upgrade, then the four callbacks, in Python idiom.
+
+Theory of operation
+-------------------
+``await handler.handle(c)`` runs inside the task that serves one HTTP request. It
+validates the upgrade (RFC 6455 section 4.2), answers a bad one with its HTTP status, and
+on success switches the stream over to a :class:`~rue_trio.websocket.WebSocketConn`,
+which lives in its own nursery (reader, writer and keepalive tasks) for as long as
+``handle`` runs. ``handle`` then delivers the messages one at a time, in order, to
+``on_message``.
+
+Whatever ends the connection (the peer, a callback's exception, a protocol violation,
+the server shutting down), the same path runs: the connection leaves its hub and every
+room, it closes (1000 normally, 1011 after a callback's exception, 1001 when the server
+goes away), and ``on_close`` runs exactly once for every connection whose ``on_connect``
+ran. A callback's exception reaches ``on_error`` and never leaves ``handle``: it
+concerns that connection only, never the server or the others.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, TypeAlias
+
+import trio
+
+from .exceptions import ConnectionClosed, ConnectionClosedError, HandshakeError
+from .hub import Hub
+from .protocol import (
+    DeflateConfig,
+    MessageType,
+    PerMessageDeflate,
+    Protocol,
+    Role,
+    server_handshake,
+)
+from .websocket import ConnectionConfig, WebSocketConn, open_websocket_conn
+
+if TYPE_CHECKING:
+    from .app import Context
+
+__all__ = ["OnClose", "OnConnect", "OnError", "OnMessage", "WebSocketHandler"]
+
+logger = logging.getLogger("rue_trio")
+
+OnConnect: TypeAlias = Callable[[WebSocketConn], Awaitable[None] | None]
+"""``on_connect(conn)``: sync or async."""
+OnMessage: TypeAlias = Callable[[WebSocketConn, MessageType, str | bytes], Awaitable[None] | None]
+"""``on_message(conn, msg_type, data)``: ``data`` is a ``str`` for text, ``bytes`` for binary."""
+OnClose: TypeAlias = Callable[[WebSocketConn], Awaitable[None] | None]
+"""``on_close(conn)``: sync or async; runs once the connection is closed."""
+OnError: TypeAlias = Callable[[WebSocketConn, BaseException], Awaitable[None] | None]
+"""``on_error(conn, exc)``: a callback's exception, or what broke the connection."""
+
+_DEFAULT_CONFIG = ConnectionConfig()
+# How long on_close, and leaving the hub, may take once the connection has ended.
+_CLEANUP_TIMEOUT = 10.0
+
+
+class WebSocketHandler:
+    """Rue's ``WebSocketHandler``: upgrade a request, then run the callbacks.
+
+    Callbacks may be ``async def`` functions or plain ones. Messages are delivered one at
+    a time, in order; a slow ``on_message`` slows only its own connection (its inbound
+    buffer fills, then TCP pushes back on the peer).
+
+    Example::
+
+        handler = WebSocketHandler(on_message=echo)
+
+        @app.get("/ws")
+        async def ws(c: Context) -> None:
+            await handler.handle(c)
+
+    Args:
+        on_connect: called once the connection is open.
+        on_message: called for every message, with its type and data.
+        on_close: called once the connection is closed, exactly once for every
+            connection that ran ``on_connect``, whatever ended it.
+        on_error: called with a callback's exception (the connection then closes with
+            1011), or with the :class:`~rue_trio.exceptions.ConnectionClosedError` of a
+            connection that ended abnormally (its ``__cause__`` says why). Without it,
+            such errors are logged.
+        hub: a :class:`~rue_trio.hub.Hub`; each connection is registered on connect and
+            removed from it, and from all its rooms, when it ends.
+        subprotocols: the subprotocols this endpoint speaks, in order of preference.
+        compression: permessage-deflate: ``True`` (default settings), ``False``, or a
+            :class:`~rue_trio.protocol.DeflateConfig`.
+        max_message_size: the largest message accepted, after decompression; ``None``
+            for no limit.
+        allowed_origins: if given, the ``Origin`` values allowed to connect (protection
+            against cross-site WebSocket hijacking); others get 403. A request without
+            ``Origin`` (not from a browser) is allowed.
+        config: queue sizes, keepalive and close timeouts.
+    """
+
+    def __init__(
+        self,
+        *,
+        on_connect: OnConnect | None = None,
+        on_message: OnMessage | None = None,
+        on_close: OnClose | None = None,
+        on_error: OnError | None = None,
+        hub: Hub | None = None,
+        subprotocols: Sequence[str] = (),
+        compression: bool | DeflateConfig = True,
+        max_message_size: int | None = 1 << 20,
+        allowed_origins: Iterable[str] | None = None,
+        config: ConnectionConfig = _DEFAULT_CONFIG,
+    ) -> None:
+        self.on_connect = on_connect
+        self.on_message = on_message
+        self.on_close = on_close
+        self.on_error = on_error
+        self.hub = hub
+        self.subprotocols = tuple(subprotocols)
+        if compression is True:
+            compression = DeflateConfig()
+        self.compression: DeflateConfig | None = compression or None
+        self.max_message_size = max_message_size
+        self.allowed_origins = None if allowed_origins is None else frozenset(allowed_origins)
+        self.config = config
+
+    async def handle(self, c: Context) -> None:
+        """Upgrade the request of ``c``, then run the connection: Rue's ``handler.Handle(c)``.
+
+        A request that is not a valid upgrade is answered with its HTTP status (400,
+        403, 405, or 426 for a plain GET, with ``Upgrade: websocket``) and ``handle``
+        returns. During a server's graceful shutdown new upgrades get 503.
+
+        Cancellation: cancelling the task closes the connection with 1001 (going away)
+        within the close timeout, runs ``on_close``, then lets ``Cancelled`` propagate.
+        """
+        request = c.request
+        if c.shutting_down:
+            await c.respond(503, b"server shutting down\n", headers=[("retry-after", "1")])
+            return
+        if request.header("upgrade") is None:
+            # RFC 7231 section 6.5.15 / RFC 6455 section 4.2.2: say which protocol to use.
+            await c.respond(
+                426,
+                b"this endpoint speaks WebSocket only\n",
+                headers=[("upgrade", "websocket"), ("connection", "Upgrade")],
+            )
+            return
+        try:
+            handshake = server_handshake(
+                request.method.encode(),
+                request.http_version.encode(),
+                request.headers,
+                subprotocols=self.subprotocols,
+                deflate=self.compression,
+            )
+        except HandshakeError as exc:
+            await c.respond(exc.status_code, f"{exc}\n".encode(), headers=exc.headers)
+            return
+        origin = handshake.request.origin
+        allowed = self.allowed_origins
+        if allowed is not None and origin is not None and origin not in allowed:
+            await c.respond(403, b"origin not allowed\n")
+            return
+        stream, trailing_data = await c.switch_protocols(handshake.response)
+        deflate = None
+        if handshake.deflate_params is not None:
+            assert self.compression is not None
+            deflate = PerMessageDeflate(
+                handshake.deflate_params, is_server=True, config=self.compression
+            )
+        protocol = Protocol(Role.SERVER, max_message_size=self.max_message_size, deflate=deflate)
+        connected: WebSocketConn | None = None
+        try:
+            async with open_websocket_conn(
+                stream,
+                protocol,
+                trailing_data=trailing_data,
+                request=request,
+                subprotocol=handshake.subprotocol,
+                remote_address=c.remote_address,
+                config=self.config,
+            ) as conn:
+                registered = False
+                try:
+                    if self.hub is not None:
+                        await self.hub.register(conn)
+                        registered = True
+                    if await self._guarded(conn, self._connect):
+                        connected = conn
+                        await self._guarded(conn, self._receive)
+                finally:
+                    if registered:
+                        assert self.hub is not None
+                        with trio.move_on_after(_CLEANUP_TIMEOUT) as scope:
+                            scope.shield = True
+                            await self.hub.unregister(conn)
+        finally:
+            if connected is not None and self.on_close is not None:
+                with trio.move_on_after(_CLEANUP_TIMEOUT) as scope:
+                    scope.shield = True
+                    await self._call_safely(self.on_close, connected)
+
+    async def _connect(self, conn: WebSocketConn) -> None:
+        result = None if self.on_connect is None else self.on_connect(conn)
+        if result is not None:
+            await result
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def _receive(self, conn: WebSocketConn) -> None:
+        """Deliver the messages to ``on_message``, one at a time, in order."""
+        on_message = self.on_message
+        if on_message is None:
+            async for _ in conn:
+                pass
+        elif inspect.iscoroutinefunction(on_message):
+            async for msg in conn:
+                await on_message(conn, msg.type, msg.data)
+        else:
+            async for msg in conn:
+                result = on_message(conn, msg.type, msg.data)
+                if result is not None:
+                    await result
+
+    async def _guarded(
+        self, conn: WebSocketConn, step: Callable[[WebSocketConn], Awaitable[None]]
+    ) -> bool:
+        """Run one step; report what ends the connection. Return whether it completed."""
+        try:
+            await step(conn)
+        except ConnectionClosedError as exc:
+            await self._report(conn, exc)
+        except ConnectionClosed:
+            await trio.lowlevel.checkpoint()  # a clean close: nothing to report
+        except Exception as exc:
+            # A callback failed: that connection, and only it, closes with 1011.
+            await self._report(conn, exc)
+            with trio.CancelScope(shield=True):
+                await conn.close(1011, "internal error")
+        else:
+            return True
+        return False
+
+    async def _report(self, conn: WebSocketConn, exc: BaseException) -> None:
+        if self.on_error is not None:
+            await self._call_safely(self.on_error, conn, exc)
+        elif isinstance(exc, ConnectionClosed):
+            logger.info("websocket %s closed abnormally: %s", conn.id, exc)
+            await trio.lowlevel.checkpoint()
+        else:
+            logger.error("websocket %s: callback failed", conn.id, exc_info=exc)
+            await trio.lowlevel.checkpoint()
+
+    async def _call_safely(self, fn: Callable[..., Awaitable[None] | None], *args: object) -> None:
+        """Call a callback from an error or cleanup path: its own exception is logged."""
+        try:
+            result = fn(*args)
+            if result is not None:
+                await result
+        except Exception:
+            logger.exception("websocket callback %r failed", getattr(fn, "__name__", fn))
+        await trio.lowlevel.checkpoint()

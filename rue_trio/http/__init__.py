@@ -1,0 +1,35 @@
+"""HTTP/1.1 for rue_trio: h11 glue and a pure router; no WebSocket knowledge.
+
+* :class:`Router` maps a method and a path to a handler and its path parameters
+  (Gin-style ``:param`` and ``*catchall`` segments).
+* :class:`HTTPConnection` serves one connection over any :class:`trio.abc.Stream`:
+  it reads requests under size and time limits (:class:`HTTPLimits`), writes responses,
+  and hands the stream over after a ``101 Switching Protocols``.
+* :class:`Request` is what a route sees.
+"""
+
+from rue_trio.http._connection import (
+    READ_SIZE,
+    Dispatch,
+    HeaderList,
+    HTTPConnection,
+    HTTPLimits,
+    Lookup,
+)
+from rue_trio.http._request import Request, split_target
+from rue_trio.http._router import ALL_METHODS, MethodNotAllowed, RouteMatch, Router
+
+__all__ = [
+    "ALL_METHODS",
+    "READ_SIZE",
+    "Dispatch",
+    "HTTPConnection",
+    "HTTPLimits",
+    "HeaderList",
+    "Lookup",
+    "MethodNotAllowed",
+    "Request",
+    "RouteMatch",
+    "Router",
+    "split_target",
+]

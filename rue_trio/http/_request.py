@@ -1,0 +1,104 @@
+"""The request a route sees: an immutable record built once per HTTP request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
+
+__all__ = ["Request", "split_target"]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One HTTP request, as read from the connection and matched by the router.
+
+    Attributes:
+        method: the method, such as ``"GET"``.
+        target: the raw request target, such as ``"/ws/lobby?user=ann"``.
+        path: the percent-decoded path, such as ``"/ws/lobby"``.
+        query_string: the raw query, without the ``?`` (empty when absent).
+        http_version: ``"1.1"`` or ``"1.0"``.
+        headers: the header fields as ``(name, value)`` byte pairs, names lowercased,
+            in the order received.
+        params: the path parameters the router captured, by name.
+        remote_address: the peer's ``(host, port)``, or ``None`` when unknown (such
+            as over an in-memory stream).
+        body: the request body, read in full before the route runs (bounded by the
+            server's ``max_body_size``); empty for a request without one.
+    """
+
+    method: str
+    target: str
+    path: str
+    query_string: str
+    http_version: str
+    headers: tuple[tuple[bytes, bytes], ...]
+    params: Mapping[str, str]
+    remote_address: tuple[str, int] | None = None
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        """The value of a header field, or ``None`` when absent.
+
+        Repeated fields are joined with ``", "`` (RFC 9110 section 5.3).
+
+        Args:
+            name: the field name, in any case.
+
+        Returns:
+            The value decoded as Latin-1 (the bytes as received), or ``None``.
+        """
+        key = name.lower().encode("latin-1")
+        found: list[bytes] = [value for field, value in self.headers if field == key]
+        if not found:
+            return None
+        if len(found) == 1:
+            return found[0].decode("latin-1")
+        return b", ".join(found).decode("latin-1")
+
+    def query(self, name: str) -> str | None:
+        """The first value of a query parameter, or ``None`` when absent.
+
+        Args:
+            name: the parameter name (after percent-decoding).
+
+        Returns:
+            The percent-decoded value (possibly empty), or ``None``.
+        """
+        if not self.query_string:
+            return None
+        for key, value in parse_qsl(self.query_string, keep_blank_values=True):
+            if key == name:
+                return value
+        return None
+
+    def query_params(self) -> dict[str, list[str]]:
+        """Every query parameter, with all its values in order.
+
+        Returns:
+            A new dictionary from name to the list of percent-decoded values.
+        """
+        return parse_qs(self.query_string, keep_blank_values=True)
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """Split a request target into its percent-decoded path and raw query string.
+
+    The origin form (``/a/b?x=1``) is the common case and is split without parsing a
+    URL; the absolute form (``http://host/a?x=1``, RFC 9112 section 3.2.2) is accepted
+    too. The asterisk form (``*``) yields the path ``"*"``, which no route matches.
+
+    Args:
+        target: the request target as sent.
+
+    Returns:
+        ``(path, query_string)``.
+    """
+    if not target.startswith("/") and target != "*":
+        parts = urlsplit(target)
+        return unquote(parts.path) or "/", parts.query
+    path, _, query = target.partition("?")
+    if "%" in path:
+        path = unquote(path)
+    return path, query

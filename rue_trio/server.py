@@ -1,0 +1,410 @@
+"""Listeners, one task per connection, TLS, connection limits and graceful shutdown.
+
+Theory of operation
+-------------------
+:meth:`Server.serve_listeners` runs three groups of tasks:
+
+* background services (such as a Hub), in a nursery started first and cancelled last;
+* one connection task per accepted stream, in the *connection nursery*;
+* one accept loop per listener.
+
+The background and connection nurseries are shielded from the caller's cancellation:
+when the caller cancels (or Ctrl-C reaches :meth:`rue_trio.app.App.run`), only the
+accept loops stop at once. Then, shielded, the server drains:
+
+1. the listeners close: no new connection;
+2. every connection is told to shut down (:meth:`HTTPConnection.shutdown`): idle
+   keep-alive connections and upgraded ones (WebSockets, which close themselves with
+   1001 when their task is cancelled) are cancelled now; a request in progress may
+   finish (it sees ``c.shutting_down``, so a WebSocket handshake gets 503, and its
+   response says ``Connection: close``);
+3. after ``shutdown_timeout`` seconds, whatever is left is cancelled;
+4. the server waits for every connection task to end (a cancelled WebSocket still
+   finishes its closing handshake, bounded by its own ``close_timeout``);
+5. the background services are cancelled, and :meth:`~Server.serve_listeners` returns
+   (re-raising the cancellation).
+
+``max_connections`` is a :class:`trio.Semaphore` held by each connection task: when it
+is full an accept loop keeps the stream it just accepted waiting, and accepts nothing
+more until a connection ends (further clients wait in the kernel's backlog).
+
+Transport errors are handled here: a client that vanishes, or fails its TLS handshake,
+ends its own connection quietly (a failed handshake is logged in one line); it is
+never an error of the server.
+
+Listeners are created by :func:`open_listeners`, kept apart from serving so that
+``SO_REUSEPORT`` workers can later open their own and share the same serving code.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, Generic, TypeAlias, TypeVar
+
+import trio
+
+from rue_trio.http import Dispatch, HTTPConnection, HTTPLimits, Router
+
+__all__ = ["BackgroundService", "Server", "format_address", "open_listeners", "parse_address"]
+
+_log = logging.getLogger("rue_trio.server")
+
+H = TypeVar("H")
+
+#: An async function started with ``nursery.start(fn)``: it takes a ``task_status``
+#: keyword argument, calls ``task_status.started()`` when ready, and runs until
+#: cancelled (such as ``Hub.run``).
+BackgroundService: TypeAlias = Callable[..., Awaitable[object]]
+
+# Errors from accept(2) that mean the system is overloaded: wait and retry, as
+# trio.serve_listeners does.
+_ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
+_ACCEPT_RETRY_SECONDS: Final = 0.1
+
+
+def parse_address(address: str) -> tuple[str | None, int]:
+    """Parse a Go-style listen address.
+
+    ``":8080"`` means every interface, port 8080; ``"127.0.0.1:8080"``,
+    ``"localhost:8080"`` and ``"[::1]:8080"`` name a host.
+
+    Args:
+        address: the address.
+
+    Returns:
+        ``(host, port)``, with ``host`` ``None`` for every interface.
+
+    Raises:
+        ValueError: the address is not ``host:port`` with a port from 0 to 65535.
+    """
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"{address!r} is not a 'host:port' address such as ':8080'")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"{address!r}: the port must be from 0 to 65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not host:
+            raise ValueError(f"{address!r}: empty IPv6 address")
+    elif ":" in host:
+        raise ValueError(f"{address!r}: write an IPv6 host in brackets, as '[::1]:8080'")
+    return host or None, port
+
+
+def format_address(host: str, port: int) -> str:
+    """Format a host and port for humans, with brackets around an IPv6 host."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def open_listeners(
+    host: str | None, port: int, *, backlog: int | None = None
+) -> list[trio.SocketListener]:
+    """Open the TCP listeners for a host and port.
+
+    Args:
+        host: the interface to bind, or ``None`` for all of them (IPv4 and IPv6).
+        port: the port; 0 picks a free one (per listener).
+        backlog: the listen queue length, or ``None`` for Trio's default.
+
+    Returns:
+        The listeners, one per address the host resolves to.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    return await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+
+
+def _remote_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    if isinstance(stream, trio.SocketStream):
+        try:
+            peer = stream.socket.getpeername()
+        except OSError:
+            return None
+        if isinstance(peer, tuple):
+            return str(peer[0]), int(peer[1])
+    return None
+
+
+def _single_failure(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The only exception in ``group`` that is not a cancellation, if there is one."""
+    failures: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        elif not isinstance(exc, trio.Cancelled):
+            failures.append(exc)
+    return failures[0] if len(failures) == 1 else None
+
+
+class _ConnectionSet:
+    """The live connections of one serve call, for the drain."""
+
+    __slots__ = ("_empty", "active", "draining")
+
+    def __init__(self) -> None:
+        self.active: set[HTTPConnection] = set()
+        self.draining = False
+        self._empty = trio.Event()
+
+    def add(self, conn: HTTPConnection) -> None:
+        # Never called while draining: the accept loops have ended by then.
+        self.active.add(conn)
+
+    def discard(self, conn: HTTPConnection) -> None:
+        self.active.discard(conn)
+        if not self.active and self.draining:
+            self._empty.set()
+
+    def drain(self) -> None:
+        self.draining = True
+        for conn in list(self.active):
+            conn.shutdown()
+        if not self.active:
+            self._empty.set()
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()
+
+
+class _ShieldedNursery:
+    """A nursery that outside cancellation does not reach: it ends on :meth:`close`."""
+
+    __slots__ = ("_done", "_scope", "started")
+
+    def __init__(self) -> None:
+        self._scope = trio.CancelScope(shield=True)
+        self._done = trio.Event()
+        self.started = False
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    self.started = True
+                    task_status.started(nursery)
+                    await trio.sleep_forever()
+        finally:
+            self._done.set()
+
+    async def close(self) -> None:
+        """Cancel the nursery's tasks and wait until they have all ended."""
+        self._scope.cancel()
+        if self.started:
+            await self._done.wait()
+        else:
+            await trio.lowlevel.checkpoint()
+
+
+class Server(Generic[H]):
+    """Serves a router and a dispatch function over listeners or single streams.
+
+    Args:
+        router: the routes.
+        dispatch: the app's request handler (see :class:`HTTPConnection`).
+        limits: HTTP size and time limits.
+        server_header: the ``Server`` header value, or ``None``.
+        ssl_context: serve TLS with this context (a server-side :class:`ssl.SSLContext`).
+        max_connections: the most connections served at once, or ``None``.
+        shutdown_timeout: seconds requests in progress get to finish at shutdown.
+        background: services started before accepting and cancelled after the drain.
+    """
+
+    def __init__(
+        self,
+        router: Router[H],
+        dispatch: Dispatch[H],
+        *,
+        limits: HTTPLimits | None = None,
+        server_header: bytes | None = b"rue_trio",
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int | None = None,
+        shutdown_timeout: float = 10.0,
+        background: Sequence[BackgroundService] = (),
+    ) -> None:
+        if max_connections is not None and max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if shutdown_timeout < 0:
+            raise ValueError("shutdown_timeout must not be negative")
+        self._router = router
+        self._dispatch = dispatch
+        self._limits = limits if limits is not None else HTTPLimits()
+        self._server_header = server_header
+        self._ssl_context = ssl_context
+        self._max_connections = max_connections
+        self._shutdown_timeout = shutdown_timeout
+        self._background = tuple(background)
+
+    async def serve_listeners(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+        *,
+        task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until cancelled, then shut down gracefully and close the listeners.
+
+        Args:
+            listeners: the listeners to accept from; this call owns and closes them.
+            task_status: receives the bound ``(host, port)`` of each socket listener.
+
+        Cancellation: the way to stop the server. The drain described in the module
+        docstring runs shielded, then the cancellation propagates.
+        """
+        addresses = [
+            (str(name[0]), int(name[1]))
+            for listener in listeners
+            if isinstance(listener, trio.SocketListener)
+            and isinstance(name := listener.socket.getsockname(), tuple)
+        ]
+        conns = _ConnectionSet()
+        limiter = trio.Semaphore(self._max_connections) if self._max_connections else None
+        background = _ShieldedNursery()
+        connections = _ShieldedNursery()
+        try:
+            async with trio.open_nursery() as outer:
+                try:
+                    services = await outer.start(background.run)
+                    for service in self._background:
+                        await services.start(service)
+                    handlers = await outer.start(connections.run)
+                    async with trio.open_nursery() as accepting:
+                        for listener in listeners:
+                            accepting.start_soon(
+                                self._accept_loop, listener, handlers, conns, limiter
+                            )
+                        task_status.started(addresses)
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await self._shut_down(listeners, conns, connections)
+                        await background.close()
+        except BaseExceptionGroup as group:
+            # One failure (a background service that cannot start, an accept error)
+            # comes out as itself, not wrapped in the groups of our nurseries.
+            failure = _single_failure(group)
+            if failure is None:
+                raise
+            raise failure from None
+
+    async def _shut_down(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+        conns: _ConnectionSet,
+        connections: _ShieldedNursery,
+    ) -> None:
+        """Steps 1 to 4 of the drain (see the module docstring); runs shielded."""
+        for listener in listeners:
+            await listener.aclose()
+        conns.drain()
+        if connections.started:
+            with trio.move_on_after(self._shutdown_timeout):
+                await conns.wait_empty()
+        await connections.close()
+
+    async def serve_stream(
+        self, stream: trio.abc.Stream, remote_address: tuple[str, int] | None = None
+    ) -> None:
+        """Serve one connected stream until the connection ends, then close it.
+
+        Args:
+            stream: the stream (such as one end of a :func:`trio.testing.memory_stream_pair`).
+            remote_address: the peer's ``(host, port)``, if known.
+
+        Cancellation: the connection stops and the stream is closed.
+        """
+        conn = HTTPConnection(
+            stream,
+            limits=self._limits,
+            remote_address=remote_address,
+            server_header=self._server_header,
+        )
+        await self._run_connection(stream, conn)
+
+    async def _accept_loop(
+        self,
+        listener: trio.abc.Listener[trio.abc.Stream],
+        connections: trio.Nursery,
+        conns: _ConnectionSet,
+        limiter: trio.Semaphore | None,
+    ) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                _log.error("accept failed (%s); retrying in %ss", exc, _ACCEPT_RETRY_SECONDS)
+                await trio.sleep(_ACCEPT_RETRY_SECONDS)
+                continue
+            if limiter is not None:
+                try:
+                    await limiter.acquire()
+                except BaseException:
+                    await trio.aclose_forcefully(stream)
+                    raise
+            remote = _remote_address(stream)
+            if self._ssl_context is not None:
+                stream = trio.SSLStream(
+                    stream, self._ssl_context, server_side=True, https_compatible=True
+                )
+            conn = HTTPConnection(
+                stream,
+                limits=self._limits,
+                remote_address=remote,
+                server_header=self._server_header,
+            )
+            conns.add(conn)
+            connections.start_soon(self._run_tracked, stream, conn, conns, limiter)
+
+    async def _run_tracked(
+        self,
+        stream: trio.abc.Stream,
+        conn: HTTPConnection,
+        conns: _ConnectionSet,
+        limiter: trio.Semaphore | None,
+    ) -> None:
+        try:
+            await self._run_connection(stream, conn)
+        finally:
+            conns.discard(conn)
+            if limiter is not None:
+                limiter.release()
+
+    async def _run_connection(self, stream: trio.abc.Stream, conn: HTTPConnection) -> None:
+        try:
+            if not isinstance(stream, trio.SSLStream) or await self._handshake(stream, conn):
+                await conn.serve(self._router, self._dispatch)
+        except Exception:
+            # Not expected (the HTTP layer handles its errors and a vanishing
+            # client): log it, and never let one connection take the server down.
+            _log.exception("connection from %s failed", conn.remote_address)
+        finally:
+            # Do not wait on the client (a TLS close_notify could block): our
+            # responses carry their length, except a close-delimited HTTP/1.0 stream.
+            await trio.aclose_forcefully(stream)
+
+    async def _handshake(
+        self, stream: trio.SSLStream[trio.abc.Stream], conn: HTTPConnection
+    ) -> bool:
+        """Run the TLS handshake under the request timeout; ``False`` drops the connection."""
+        with trio.move_on_after(self._limits.request_timeout):
+            try:
+                await stream.do_handshake()
+            except trio.BrokenResourceError as exc:
+                _log.info(
+                    "TLS handshake with %s failed: %s", conn.remote_address, exc.__cause__ or exc
+                )
+                await trio.lowlevel.checkpoint()
+                return False
+            return True
+        _log.info("TLS handshake with %s timed out", conn.remote_address)
+        return False

@@ -1,0 +1,1002 @@
+"""The Trio WebSocket connection: one nursery, a reader, a writer and a keepalive task.
+
+Theory of operation
+-------------------
+:func:`open_websocket_conn` wraps any :class:`trio.abc.Stream` on which the opening
+handshake is done, and a sans-I/O :class:`~rue_trio.protocol.Protocol`, in a
+:class:`WebSocketConn`. Inside the context manager a nursery runs three tasks:
+
+* **reader**: ``stream.receive_some`` → ``protocol.receive_data`` → events. Messages go
+  to a bounded inbound buffer; when it is full the reader waits, so it stops reading the
+  transport and TCP pushes back on the peer. Pongs complete ping waiters. Whatever the
+  core wants to send on its own (pongs, the close echo, the "close the transport" marker)
+  is moved to the outbound queue after every call into the core (:meth:`_pump`). The
+  reader is the connection's lifeline: when it ends (end of stream, transport error,
+  close timeout), the connection is closed, and it tears everything down.
+* **writer**: waits for the :class:`~rue_trio.websocket.FrameQueue` to be non-empty,
+  takes everything queued (up to 1 MiB, or one bigger frame) and writes it with a single
+  ``send_all``. The ``b""`` marker makes it end the transport: a half-close when the
+  stream allows it (the reader then waits for the peer's end), else ``aclose``.
+* **keepalive**: a ping every ``ping_interval``; no pong within ``ping_timeout`` fails
+  the connection with 1011. Time during which our reader waits on a full inbound buffer
+  does not count: the pong may be waiting, unread, behind messages the application has
+  not taken yet. Then we are the slow side, not the peer.
+
+Sending encodes in the caller's task (``protocol.encode`` masks and compresses) after
+waiting for room in the outbound queue, with no checkpoint between encoding and queueing:
+a cancelled ``send`` queued the whole message or nothing, and never advanced the
+compression context (ARCHITECTURE invariant 5).
+
+Checkpoints and batching. ``send`` and ``receive`` are always cancellation points, but
+they yield to other tasks only when they have to wait (no room, no message). A loop of
+``receive`` then ``send`` therefore handles every buffered message before the writer runs,
+and the writer sends all the replies with one system call; it still yields at least once
+every ``inbound_queue`` messages (when the buffer runs dry) or ``outbound_queue_messages``
+sends (when the queue fills). Yielding on every call, as a Trio memory channel does, made
+pipelined messages cost four times more CPU in our measurements: one system call each.
+
+Closing. Once a close frame went either way, the reader's read scope gets a deadline of
+``close_timeout``: the peer's close frame and the end of TCP must come by then, or the
+transport is aborted. A client waits for the server to close TCP (RFC 6455 section
+7.1.1); a server closes it as soon as the handshake completes (the core's ``b""``).
+
+Cancellation. The three tasks run inside shielded cancel scopes that only the connection
+cancels: when the task that owns the connection is cancelled (server shutdown), the
+context manager still performs the closing handshake with 1001, within
+``close_timeout``, and then lets ``Cancelled`` propagate. The tasks never raise into the
+nursery: a failure is stored and becomes the ``__cause__`` of the
+:class:`~rue_trio.exceptions.ConnectionClosedError` the application sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections import deque
+from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, NoReturn
+from typing import Protocol as TypingProtocol
+
+import trio
+from trio.lowlevel import checkpoint_if_cancelled
+
+from rue_trio.exceptions import ConnectionClosed, ConnectionClosedOK
+from rue_trio.protocol import (
+    Message,
+    MessageType,
+    Pong,
+    Protocol,
+    Role,
+    State,
+    encode_message,
+)
+
+from ._config import ConnectionConfig, ConnectionStatistics
+from ._queue import FrameQueue
+from ._waiter import Waiter
+
+__all__ = ["HandshakeRequest", "WebSocketConn", "open_websocket_conn"]
+
+# One write is capped at this size (unless a single frame is bigger): big enough to
+# amortize the system call, small enough not to hold megabytes in one joined copy.
+_MAX_WRITE = 1 << 20
+_TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+_DEFAULT_CONFIG = ConnectionConfig()
+
+
+class HandshakeRequest(TypingProtocol):
+    """What a connection keeps of the HTTP request that opened it (server side).
+
+    The HTTP layer's ``Request`` satisfies this protocol; the connection never looks
+    inside it, it only hands it to the application as :attr:`WebSocketConn.request`.
+    """
+
+    @property
+    def path(self) -> str:
+        """The percent-decoded path, e.g. ``"/ws/lobby"``."""
+
+    @property
+    def query_string(self) -> str:
+        """The raw query string, without ``?``."""
+
+    @property
+    def headers(self) -> Sequence[tuple[bytes, bytes]]:
+        """The request headers, lowercase names, as ``(name, value)`` byte pairs."""
+
+    @property
+    def params(self) -> Mapping[str, str]:
+        """The path parameters filled by the router, e.g. ``{"room": "lobby"}``."""
+
+
+class _PingWaiter:
+    """A ping waiting for its pong; ``rtt`` stays ``None`` if the connection closes first."""
+
+    __slots__ = ("event", "rtt", "sent_at")
+
+    def __init__(self, sent_at: float) -> None:
+        self.event = trio.Event()
+        self.sent_at = sent_at
+        self.rtt: float | None = None
+
+
+def _peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    """The ``(host, port)`` of the peer of a socket stream (under TLS too), else ``None``."""
+    inner: object = stream
+    while isinstance(inner, trio.SSLStream):
+        inner = inner.transport_stream
+    if isinstance(inner, trio.SocketStream):
+        try:
+            address = inner.socket.getpeername()
+        except OSError:
+            return None
+        if isinstance(address, tuple) and len(address) >= 2:
+            return (str(address[0]), int(address[1]))
+    return None
+
+
+class WebSocketConn:
+    """One open WebSocket connection, server or client side.
+
+    Get one from :func:`open_websocket_conn` (or from the server handler, or from
+    :func:`rue_trio.client.open_websocket`); do not create it directly.
+
+    Messages arrive in order through :meth:`receive` or ``async for message in conn``;
+    ``send`` and its variants queue messages for the writer task. All methods must be
+    called from the Trio run that opened the connection.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        protocol: Protocol,
+        *,
+        trailing_data: bytes = b"",
+        request: HandshakeRequest | None = None,
+        subprotocol: str | None = None,
+        remote_address: tuple[str, int] | None = None,
+        config: ConnectionConfig = _DEFAULT_CONFIG,
+    ) -> None:
+        self._stream = stream
+        self._protocol = protocol
+        self._config = config
+        self._trailing_data = trailing_data
+        self._request = request
+        self._subprotocol = subprotocol
+        self._remote_address = remote_address or _peer_address(stream)
+        # 64 random bits: unique across processes and nodes for all practical purposes.
+        self._id = secrets.token_hex(8)
+        self._out = FrameQueue(config.outbound_queue_messages, config.outbound_queue_bytes)
+        self._inbound: deque[Message] = deque()
+        self._inbound_limit = config.inbound_queue
+        self._receiver = Waiter()  # the application waiting for a message
+        self._room_waiter = Waiter()  # the reader waiting for room in the inbound buffer
+        self._receiving = False
+        self._pings: dict[bytes, _PingWaiter] = {}
+        self._connection_exc: BaseException | None = None
+        # Whether this side sent the first close frame (then late messages may be dropped).
+        self._closing_first = False
+        self._closing = False
+        self._reader_done = False
+        self._stream_closed_by_us = False
+        self._closed_event = trio.Event()
+        # The read scope bounds the closing handshake; the three shielded scopes keep the
+        # tasks alive through the owner's cancellation until the connection ends them.
+        self._read_scope = trio.CancelScope()
+        self._reader_scope = trio.CancelScope(shield=True)
+        self._writer_scope = trio.CancelScope(shield=True)
+        self._keepalive_scope = trio.CancelScope(shield=True)
+        self._paused_total = 0.0
+        self._paused_since: float | None = None
+        self._messages_received = 0
+        self._messages_sent = 0
+        self._bytes_received = 0
+        self._bytes_sent = 0
+        self._pings_sent = 0
+        self._last_rtt: float | None = None
+
+    def __repr__(self) -> str:
+        role = self._protocol.role.value
+        return f"<WebSocketConn id={self._id} {role} {self._protocol.state.name}>"
+
+    # ------------------------------------------------------------------ attributes
+
+    @property
+    def id(self) -> str:
+        """A unique, printable identifier: 16 hex digits, random (unique across nodes)."""
+        return self._id
+
+    @property
+    def role(self) -> Role:
+        """:attr:`Role.SERVER` or :attr:`Role.CLIENT`."""
+        return self._protocol.role
+
+    @property
+    def request(self) -> HandshakeRequest | None:
+        """The HTTP request that opened the connection (server side), else ``None``."""
+        return self._request
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol agreed in the opening handshake, or ``None``."""
+        return self._subprotocol
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        """The peer's ``(host, port)``, or ``None`` when the transport has no address."""
+        return self._remote_address
+
+    @property
+    def state(self) -> State:
+        """The protocol state: ``OPEN``, ``CLOSING`` (a close frame went) or ``CLOSED``."""
+        return self._protocol.state
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is over: closing handshake done or aborted, transport closed."""
+        return self._closed_event.is_set()
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once the connection is closed (1006 without a handshake), else ``None``.
+
+        It is the peer's code if it sent a close frame, else ours.
+        """
+        if not self._reader_done:
+            return None
+        return self._protocol.close_exc.code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The close reason that goes with :attr:`close_code`, else ``None``."""
+        if not self._reader_done:
+            return None
+        return self._protocol.close_exc.reason
+
+    @property
+    def outbound(self) -> FrameQueue:
+        """The queue of encoded frames the writer task writes.
+
+        A :class:`~rue_trio.hub.Hub` offers pre-encoded broadcast frames here with
+        :meth:`FrameQueue.send_nowait`; applications use :meth:`send`.
+        """
+        return self._out
+
+    # The hub's view of a connection (rue_trio.hub.Member): an id, a key that says which
+    # connections can share a broadcast frame, and non-blocking calls.
+
+    @property
+    def encode_key(self) -> Hashable | None:
+        """Which connections can share the bytes of one broadcast frame.
+
+        :func:`~rue_trio.protocol.encode_message` for a server connection without
+        compression (its frames are plain); the compressor's
+        :attr:`~rue_trio.protocol.PerMessageDeflate.shared_key` when it compresses each
+        message from a fresh state (RFC 7692 section 7.1.1.1); ``None`` when each frame is
+        this connection's own: a client masks every frame, a compressor with context
+        takeover depends on the messages before.
+        """
+        protocol = self._protocol
+        if protocol.role is not Role.SERVER:
+            return None
+        deflate = protocol.deflate
+        if deflate is None:
+            return encode_message
+        return deflate.shared_key if deflate.shareable else None
+
+    def encode(self, type: MessageType, data: str | bytes) -> bytes:
+        """Return this connection's frame for one message, without queueing it.
+
+        Queue the result at once with :meth:`send_frame_nowait`. When this connection
+        keeps a compression context and its outbound queue has no room, nothing is
+        encoded (a frame that would be dropped must not advance the context) and ``b""``
+        is returned, which :meth:`send_frame_nowait` refuses with
+        :class:`trio.WouldBlock`.
+
+        Args:
+            type: :attr:`MessageType.TEXT` or :attr:`MessageType.BINARY`.
+            data: as for :meth:`send`.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+        """
+        protocol = self._protocol
+        deflate = protocol.deflate
+        out = self._out
+        if (
+            deflate is not None
+            and not deflate.shareable
+            and out._accepting
+            and (len(out._frames) >= out._max_frames or out._nbytes >= out._max_bytes)
+        ):
+            return b""
+        return protocol.encode(type, data)
+
+    def send_frame_nowait(self, frame: bytes) -> None:
+        """Queue a complete frame valid on this connection, without waiting.
+
+        Args:
+            frame: from :meth:`encode`, or a shared frame for this connection's
+                :attr:`encode_key`; not copied.
+
+        Raises:
+            trio.WouldBlock: the outbound queue is full (or :meth:`encode` found it full).
+            trio.BrokenResourceError: the connection is closing or closed.
+        """
+        if not frame:
+            raise trio.WouldBlock
+        self._out.send_nowait(frame)
+
+    def close_nowait(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake without waiting for it; idempotent.
+
+        Messages already queued are written first; the connection's own tasks finish the
+        handshake (bounded by ``close_timeout``).
+
+        Args:
+            code: the close code (RFC 6455 section 7.4.1).
+            reason: a short UTF-8 reason.
+
+        Raises:
+            ValueError: a code that may not be sent, or a reason too long.
+        """
+        self._start_close(code, reason)
+
+    def statistics(self) -> ConnectionStatistics:
+        """Return a snapshot of the connection's counters."""
+        out = self._out
+        return ConnectionStatistics(
+            messages_received=self._messages_received,
+            messages_sent=self._messages_sent,
+            bytes_received=self._bytes_received,
+            bytes_sent=self._bytes_sent,
+            inbound_messages=len(self._inbound),
+            queued_frames=len(out),
+            queued_bytes=out._queued_bytes,
+            pings_sent=self._pings_sent,
+            last_ping_rtt=self._last_rtt,
+        )
+
+    # --------------------------------------------------------------------- sending
+
+    async def send(
+        self, message_type: MessageType, data: str | bytes | bytearray | memoryview
+    ) -> None:
+        """Send one message: Rue's ``conn.Send(type, data)``.
+
+        Waits for room in the outbound queue, then encodes the message (masking it on a
+        client, compressing it when permessage-deflate was agreed) and queues it. It
+        returns once the message is queued, before it is written.
+
+        It is always a cancellation point, but a schedule point only when it waits for
+        room (see the module's theory of operation: that is what batches writes).
+
+        Cancellation: if cancelled while waiting for room, nothing was queued and the
+        compression context is untouched; once queued, the call completes. Either the
+        whole message is sent or none of it.
+
+        Args:
+            message_type: :attr:`MessageType.TEXT` or :attr:`MessageType.BINARY`.
+            data: for a text message a ``str``, or ``bytes`` that the caller guarantees
+                to be UTF-8 (not checked: the fast path for pre-encoded JSON; invalid
+                UTF-8 makes the peer fail the connection with 1007); for a binary
+                message ``bytes`` (or a ``bytearray`` or ``memoryview``; a ``str`` is sent
+                as its UTF-8 encoding).
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed
+                (:class:`~rue_trio.exceptions.ConnectionClosedOK` after a normal
+                closure); it is raised once the connection is fully closed, so it
+                tells how it ended.
+            ValueError: ``message_type`` is not a data message type.
+        """
+        await checkpoint_if_cancelled()
+        out = self._out
+        # The hot path: the queue's room test and append, inlined.
+        if not (
+            out._accepting and len(out._frames) < out._max_frames and out._nbytes < out._max_bytes
+        ):
+            if out._accepting:
+                await out._wait_room()
+            if not out._accepting:
+                await self._raise_closed()
+        # No checkpoint from here on: the message is encoded and queued at once.
+        frame = self._protocol.encode(message_type, data)
+        out._frames.append(frame)
+        out._nbytes += len(frame)
+        if out._writer.task is not None:
+            out._writer.wake()
+        self._messages_sent += 1
+
+    def send_nowait(
+        self, message_type: MessageType, data: str | bytes | bytearray | memoryview
+    ) -> None:
+        """Send one message if the outbound queue has room, without waiting.
+
+        The room is checked before the message is encoded: a refused message did not
+        advance the compression context.
+
+        Args:
+            message_type: as for :meth:`send`.
+            data: as for :meth:`send`.
+
+        Raises:
+            trio.WouldBlock: the outbound queue is full; nothing was queued.
+            ConnectionClosed: the connection is closing or closed (as it stands now).
+            ValueError: ``message_type`` is not a data message type.
+        """
+        out = self._out
+        if not out._accepting:
+            raise self._closed_error()
+        if len(out._frames) >= out._max_frames or out._nbytes >= out._max_bytes:
+            raise trio.WouldBlock
+        out._append(self._protocol.encode(message_type, data))
+        self._messages_sent += 1
+
+    async def send_text(self, text: str) -> None:
+        """Send a text message.
+
+        Cancellation: as :meth:`send`: the whole message is queued or none of it.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+        """
+        await self.send(MessageType.TEXT, text)
+
+    async def send_bytes(self, data: bytes | bytearray | memoryview) -> None:
+        """Send a binary message.
+
+        Cancellation: as :meth:`send`: the whole message is queued or none of it.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+        """
+        await self.send(MessageType.BINARY, data)
+
+    async def send_json(self, value: Any) -> None:
+        """Send ``value`` as compact JSON in a text message.
+
+        Cancellation: as :meth:`send`: the whole message is queued or none of it.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+            TypeError: ``value`` is not JSON-serializable.
+        """
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        await self.send(MessageType.TEXT, text)
+
+    async def ping(self, data: bytes | None = None) -> float:
+        """Send a ping and wait for its pong (RFC 6455 section 5.5.2).
+
+        Bound the wait with :func:`trio.fail_after`.
+
+        Cancellation: the ping stays queued (or sent); only the wait is abandoned.
+
+        Args:
+            data: the ping's payload, at most 125 bytes; by default 4 random bytes. A pong
+                for a later ping answers this one too (section 5.5.3 lets a peer answer
+                only the most recent ping).
+
+        Returns:
+            The round-trip time, in seconds.
+
+        Raises:
+            ConnectionClosed: the connection closed before the pong came.
+            ValueError: ``data`` is over 125 bytes, or a ping with the same payload is
+                still waiting for its pong.
+        """
+        await checkpoint_if_cancelled()
+        if self._protocol.state is not State.OPEN:
+            await self._raise_closed()
+        if data is None:
+            data = self._fresh_ping_payload()
+        elif data in self._pings:
+            raise ValueError("a ping with this payload is already waiting for its pong")
+        waiter = self._send_ping(data)
+        try:
+            await waiter.event.wait()
+        finally:
+            if self._pings.get(data) is waiter:
+                del self._pings[data]
+        if waiter.rtt is None:
+            await self._raise_closed()
+        return waiter.rtt
+
+    def _fresh_ping_payload(self) -> bytes:
+        data = os.urandom(4)
+        while data in self._pings:
+            data = os.urandom(4)
+        return data
+
+    def _send_ping(self, data: bytes) -> _PingWaiter:
+        self._protocol.send_ping(data)
+        self._pump()
+        waiter = _PingWaiter(trio.current_time())
+        self._pings[data] = waiter
+        self._pings_sent += 1
+        return waiter
+
+    # ------------------------------------------------------------------- receiving
+
+    async def receive(self) -> Message:
+        """Return the next message from the peer.
+
+        Messages received before the connection closed are all delivered first; then
+        :class:`~rue_trio.exceptions.ConnectionClosed` is raised. It is always a
+        cancellation point, but a schedule point only when it waits for a message.
+
+        Cancellation: safe; no message is lost, the next call returns it.
+
+        Returns:
+            The :class:`~rue_trio.protocol.Message`: ``.type`` and ``.data`` (``str`` for
+            text, ``bytes`` for binary).
+
+        Raises:
+            ConnectionClosedOK: the connection closed normally (1000 or 1001 both ways).
+            ConnectionClosedError: it closed any other way; ``__cause__`` says why
+                (a transport error, a protocol violation, a timeout).
+            trio.BusyResourceError: another task is already receiving.
+        """
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this connection")
+        # Returns normally only without yielding: the buffer cannot change meanwhile.
+        await checkpoint_if_cancelled()
+        inbound = self._inbound
+        if not inbound:
+            await self._wait_message()
+        message = inbound.popleft()
+        if self._room_waiter.task is not None:
+            self._room_waiter.wake()
+        return message
+
+    async def _wait_message(self) -> None:
+        """Sleep until a message is buffered; raise the closing exception at the end."""
+        self._receiving = True
+        try:
+            while True:
+                if self._reader_done:
+                    await self._raise_closed()
+                await self._receiver.wait()
+                if self._inbound:
+                    return
+        finally:
+            self._receiving = False
+
+    async def receive_json(self) -> Any:
+        """Receive a message and parse it as JSON (text or binary alike).
+
+        Cancellation: as :meth:`receive`: no message is lost.
+
+        Raises:
+            ConnectionClosed: as :meth:`receive`.
+            ValueError: the message is not valid JSON (the message is consumed).
+        """
+        message = await self.receive()
+        return json.loads(message.data)
+
+    def __aiter__(self) -> WebSocketConn:
+        return self
+
+    async def __anext__(self) -> Message:
+        """The next message; the iteration ends quietly after a normal closure.
+
+        Cancellation: as :meth:`receive`: no message is lost.
+
+        Raises:
+            ConnectionClosedError: the connection closed abnormally.
+        """
+        # receive(), inlined: this is the hot path of ``async for message in conn``.
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this connection")
+        await checkpoint_if_cancelled()
+        inbound = self._inbound
+        if not inbound:
+            try:
+                await self._wait_message()
+            except ConnectionClosedOK:
+                raise StopAsyncIteration from None
+        message = inbound.popleft()
+        if self._room_waiter.task is not None:
+            self._room_waiter.wake()
+        return message
+
+    # --------------------------------------------------------------------- closing
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection: Rue's ``conn.Close()``.
+
+        Messages already queued are written before the close frame. Then waits for the
+        peer's close frame and the end of the transport, at most ``close_timeout``, after
+        which the transport is aborted. Closing a closed or closing connection only waits
+        for the end.
+
+        Cancellation: the close frame stays queued and the connection goes on closing in
+        the background (bounded by ``close_timeout``); only the wait is abandoned.
+
+        Args:
+            code: the close code (RFC 6455 section 7.4.1), 1000 by default.
+            reason: a short UTF-8 reason (the code and reason fit in 123 bytes).
+
+        Raises:
+            ValueError: a code that may not be sent, or a reason too long.
+        """
+        await checkpoint_if_cancelled()
+        self._start_close(code, reason)
+        await self._closed_event.wait()
+
+    async def aclose(self) -> None:
+        """Close the connection with 1000: :meth:`close` under the Trio resource name.
+
+        Cancellation: as :meth:`close`.
+        """
+        await self.close()
+
+    def _start_close(self, code: int, reason: str) -> None:
+        protocol = self._protocol
+        if protocol.state is State.OPEN:
+            protocol.send_close(code, reason)
+            self._closing_first = True
+            self._pump()
+
+    def _fail(self, code: int, reason: str, exc: BaseException) -> None:
+        if self._protocol.state is State.OPEN:
+            self._set_exc(exc)
+            self._closing_first = True
+            self._protocol.fail(code, reason)
+            self._pump()
+
+    def _set_exc(self, exc: BaseException) -> None:
+        if self._connection_exc is None:
+            self._connection_exc = exc
+
+    def _closed_error(self) -> ConnectionClosed:
+        exc = self._protocol.close_exc
+        if self._connection_exc is not None:
+            exc.__cause__ = self._connection_exc
+        return exc
+
+    async def _raise_closed(self) -> NoReturn:
+        # Wait for the end (bounded by the close timeout) so the exception says how the
+        # connection ended, not how it was ending.
+        await self._closed_event.wait()
+        raise self._closed_error()
+
+    def _abort(self, exc: BaseException) -> None:
+        """End the connection because of ``exc``: the reader stops and tears down."""
+        self._set_exc(exc)
+        self._read_scope.cancel()
+
+    # ----------------------------------------------------------------- the core
+
+    def _pump(self) -> None:
+        """Move what the core produced to the outbound queue; notice the start of closing.
+
+        Called after every call into the core that may produce output, with no checkpoint
+        in between, so frames keep the core's order.
+        """
+        out = self._out
+        for frame in self._protocol.data_to_send():
+            out._append_control(frame)
+        if not self._closing and self._protocol.state is not State.OPEN:
+            self._closing = True
+            # RFC 6455 section 5.5.1: no data frame may follow our close frame.
+            out._stop_accepting()
+            # Section 7.1.1: bound the wait for the peer's close frame and end of TCP.
+            self._read_scope.deadline = trio.current_time() + self._config.close_timeout
+            if self._closing_first:
+                # The application asked to close: release a reader waiting for room.
+                self._room_waiter.wake()
+
+    # ---------------------------------------------------------------------- tasks
+
+    def _start(self, nursery: trio.Nursery) -> None:
+        nursery.start_soon(self._run_reader, name=f"websocket {self._id} reader")
+        nursery.start_soon(self._run_writer, name=f"websocket {self._id} writer")
+        if self._config.ping_interval is not None:
+            nursery.start_soon(self._run_keepalive, name=f"websocket {self._id} keepalive")
+
+    async def _run_reader(self) -> None:
+        with self._reader_scope:
+            clean = False
+            try:
+                clean = await self._read_loop()
+            except Exception as exc:
+                # A bug, not the peer's doing: background tasks never raise into the
+                # user's nursery; the failure becomes the ConnectionClosedError's cause.
+                self._set_exc(exc)
+            finally:
+                await self._teardown(clean)
+
+    async def _read_loop(self) -> bool:
+        """Read until the end of the stream; return whether it ended cleanly."""
+        protocol = self._protocol
+        stream = self._stream
+        size = self._config.read_size
+        inbound = self._inbound
+        limit = self._inbound_limit
+        receiver = self._receiver
+        data: bytes | bytearray = self._trailing_data
+        self._trailing_data = b""
+        await trio.lowlevel.checkpoint()
+        with self._read_scope:
+            try:
+                while True:
+                    if data:
+                        self._bytes_received += len(data)
+                        protocol.receive_data(data)
+                        events = protocol.events_received()
+                        self._pump()
+                        if protocol.parser_exc is not None:
+                            self._set_exc(protocol.parser_exc)
+                        for event in events:
+                            if type(event) is Message:
+                                if len(inbound) >= limit and not self._closing_first:
+                                    await self._wait_inbound_room()
+                                if len(inbound) >= limit:
+                                    # We closed first and the application is not
+                                    # reading: drop what the peer sent after our close.
+                                    continue
+                                inbound.append(event)
+                                self._messages_received += 1
+                                if receiver.task is not None:
+                                    receiver.wake()
+                            elif type(event) is Pong:
+                                self._on_pong(event.data)
+                    data = await stream.receive_some(size)
+                    if not data:
+                        return True
+            except trio.ClosedResourceError as exc:
+                if self._stream_closed_by_us:
+                    return True
+                self._set_exc(exc)
+                return False
+            except _TRANSPORT_ERRORS as exc:
+                self._set_exc(exc)
+                return False
+        # The read scope was cancelled: the writer failed, or the closing handshake
+        # timed out. A client that saw both close frames and waited close_timeout for the
+        # server to close TCP is not in error (RFC 6455 section 7.1.1).
+        if protocol.close_rcvd is None or protocol.close_sent is None:
+            self._set_exc(TimeoutError("the closing handshake timed out"))
+        return False
+
+    async def _wait_inbound_room(self) -> None:
+        """Wait while the inbound buffer is full, accounting the time as ours."""
+        self._paused_since = since = trio.current_time()
+        try:
+            while True:
+                await self._room_waiter.wait()
+                if len(self._inbound) < self._inbound_limit or self._closing_first:
+                    return
+        finally:
+            self._paused_total += trio.current_time() - since
+            self._paused_since = None
+
+    def _paused_time(self) -> float:
+        """Total time the reader spent waiting for the application, up to now."""
+        since = self._paused_since
+        if since is None:
+            return self._paused_total
+        return self._paused_total + trio.current_time() - since
+
+    def _on_pong(self, data: bytes) -> None:
+        pings = self._pings
+        if data not in pings:
+            return
+        now = trio.current_time()
+        # RFC 6455 section 5.5.3: a pong may answer only the most recent ping, so it
+        # acknowledges every ping sent before the one it matches.
+        for payload in list(pings):
+            waiter = pings.pop(payload)
+            waiter.rtt = now - waiter.sent_at
+            waiter.event.set()
+            if payload == data:
+                self._last_rtt = waiter.rtt
+                break
+
+    async def _teardown(self, clean: bool) -> None:
+        """End the connection: state CLOSED, wake everyone, close the transport."""
+        try:
+            self._protocol.receive_eof()
+            # Nothing can be written any more.
+            self._protocol.data_to_send()
+            self._closing = True
+            self._reader_done = True
+            self._out._close()
+            self._receiver.wake()
+            for waiter in self._pings.values():
+                waiter.event.set()
+            self._pings.clear()
+            self._keepalive_scope.cancel()
+            self._stream_closed_by_us = True
+            if clean:
+                with trio.move_on_after(self._config.close_timeout):
+                    await self._stream.aclose()
+            else:
+                await trio.aclose_forcefully(self._stream)
+        finally:
+            self._closed_event.set()
+
+    async def _run_writer(self) -> None:
+        with self._writer_scope:
+            await trio.lowlevel.checkpoint()
+            try:
+                await self._write_loop()
+            except _TRANSPORT_ERRORS as exc:
+                if not self._stream_closed_by_us:
+                    self._abort(exc)
+            except Exception as exc:
+                # A bug; as in the reader, it must not reach the user's nursery.
+                self._abort(exc)
+
+    async def _write_loop(self) -> None:
+        out = self._out
+        frames = out._frames
+        stream = self._stream
+        await trio.lowlevel.checkpoint()
+        while True:
+            if not frames:
+                if out._closed:
+                    return
+                await out._writer.wait()
+                continue
+            batch, eof = out._take(_MAX_WRITE)
+            if batch:
+                data = batch[0] if len(batch) == 1 else b"".join(batch)
+                await stream.send_all(data)
+                self._bytes_sent += len(data)
+            if eof:
+                await self._end_transport()
+                return
+
+    async def _end_transport(self) -> None:
+        """The core asked to close TCP: after the closing handshake, or after failing."""
+        stream = self._stream
+        if isinstance(stream, trio.abc.HalfCloseableStream):
+            # A half-close sends our FIN and lets the reader see the peer's end.
+            await stream.send_eof()
+        else:
+            self._stream_closed_by_us = True
+            await stream.aclose()
+
+    async def _run_keepalive(self) -> None:
+        with self._keepalive_scope:
+            await trio.lowlevel.checkpoint()
+            try:
+                await self._keepalive_loop()
+            except Exception as exc:
+                self._abort(exc)
+
+    async def _keepalive_loop(self) -> None:
+        interval = self._config.ping_interval
+        timeout = self._config.ping_timeout
+        assert interval is not None
+        pings = self._pings
+        payload = b""
+        waiter = None
+        while True:
+            await trio.sleep(interval)
+            if self._protocol.state is not State.OPEN:
+                return
+            # Without a ping timeout an unanswered ping is forgotten when the next one
+            # goes, so that a silent peer does not grow the table of waiters.
+            if waiter is not None and pings.get(payload) is waiter:
+                del pings[payload]
+            payload = self._fresh_ping_payload()
+            waiter = self._send_ping(payload)
+            if timeout is not None and not await self._wait_pong(waiter, timeout):
+                self._fail(
+                    1011,
+                    "keepalive ping timeout",
+                    TimeoutError(f"no pong within {timeout} s of a keepalive ping"),
+                )
+                return
+
+    async def _wait_pong(self, waiter: _PingWaiter, patience: float) -> bool:
+        """Wait for a pong; ``False`` if it did not come in time (our own pauses excluded)."""
+        paused_at_start = self._paused_time()
+        credited = 0.0
+        deadline = trio.current_time() + patience
+        while True:
+            with trio.move_on_at(deadline):
+                await waiter.event.wait()
+                return True
+            # While our reader waited for the application to take messages, it read
+            # nothing: the pong may be in the transport's buffer. Give that time back.
+            paused = self._paused_time() - paused_at_start
+            if paused <= credited:
+                return False
+            deadline += paused - credited
+            credited = paused
+
+
+@asynccontextmanager
+async def open_websocket_conn(
+    stream: trio.abc.Stream,
+    protocol: Protocol,
+    *,
+    trailing_data: bytes = b"",
+    request: HandshakeRequest | None = None,
+    subprotocol: str | None = None,
+    remote_address: tuple[str, int] | None = None,
+    config: ConnectionConfig = _DEFAULT_CONFIG,
+) -> AsyncIterator[WebSocketConn]:
+    """Run a WebSocket connection over ``stream`` for the duration of the block.
+
+    The opening handshake must be done: ``stream`` carries frames from now on and
+    ``protocol`` was built with what the handshake agreed (role, permessage-deflate).
+
+    On leaving the block the connection is closed, within ``config.close_timeout``:
+    with 1000 on a normal exit; with 1011 when the block raises, and the exception is
+    re-raised; with 1001 ("going away") when the owner task is cancelled (or
+    interrupted), and ``Cancelled`` propagates. The stream is closed in every case.
+
+    Args:
+        stream: the transport, e.g. a :class:`trio.SocketStream` or
+            :class:`trio.SSLStream`.
+        protocol: the sans-I/O core for this connection.
+        trailing_data: bytes already read past the handshake (the first frames).
+        request: the HTTP request that opened the connection (server side).
+        subprotocol: the subprotocol agreed in the handshake.
+        remote_address: the peer's ``(host, port)``; by default taken from the socket.
+        config: timeouts and buffer bounds.
+
+    Yields:
+        The open connection.
+
+    Raises:
+        Whatever the block raised: no exception group for a single failure.
+    """
+    conn = WebSocketConn(
+        stream,
+        protocol,
+        trailing_data=trailing_data,
+        request=request,
+        subprotocol=subprotocol,
+        remote_address=remote_address,
+        config=config,
+    )
+    body_exc: BaseException | None = None
+    task_excs: BaseExceptionGroup[BaseException] | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            conn._start(nursery)
+            try:
+                yield conn
+            except BaseException as exc:
+                # Kept out of the nursery, so that it leaves unwrapped.
+                body_exc = exc
+            code, reason = _exit_code(body_exc)
+            with trio.CancelScope(shield=True):
+                await _shutdown(conn, code, reason)
+    except BaseExceptionGroup as group:
+        # Only reachable if a task let through what it must not catch (a
+        # KeyboardInterrupt delivered to it).
+        task_excs = group
+    if task_excs is not None and (body_exc is None or isinstance(body_exc, trio.Cancelled)):
+        # A Cancelled in the block then came from the nursery reacting to the task: it
+        # must not leave the nursery. Unwrap a single exception; several stay grouped.
+        raise task_excs.exceptions[0] if len(task_excs.exceptions) == 1 else task_excs
+    if body_exc is not None:
+        raise body_exc
+
+
+def _exit_code(exc: BaseException | None) -> tuple[int, str]:
+    """The close code for leaving the block with ``exc`` (RFC 6455 section 7.4.1)."""
+    if exc is None:
+        return 1000, ""
+    if isinstance(exc, Exception):
+        return 1011, ""
+    # Cancelled, KeyboardInterrupt, SystemExit: the endpoint is going away.
+    return 1001, "going away"
+
+
+async def _shutdown(conn: WebSocketConn, code: int, reason: str) -> None:
+    """Close ``conn`` within its close timeout, then end whatever still runs."""
+    with trio.move_on_after(conn._config.close_timeout):
+        conn._start_close(code, reason)
+        await conn._closed_event.wait()
+    conn._reader_scope.cancel()
+    conn._writer_scope.cancel()
+    conn._keepalive_scope.cancel()

@@ -1,0 +1,239 @@
+"""The outbound frame queue: what the writer task writes, bounded by frames and bytes.
+
+Why not a Trio memory channel? Three reasons, all about the hot path and ARCHITECTURE
+invariants 2, 4 and 5:
+
+* **A byte bound.** A memory channel counts items; 64 queued 1 MiB frames are not 64 queued
+  pings. :class:`FrameQueue` is bounded by frames *and* by bytes.
+* **Room before encoding.** :meth:`WebSocketConn.send` must wait for room *before* it
+  encodes (and, with permessage-deflate, compresses) a message: a send cancelled while
+  waiting must queue nothing and must not have advanced the compression context
+  (invariant 5). A channel only offers "wait, then put this already-built item".
+* **Batching.** The writer takes everything queued at once and writes it with one
+  ``send_all`` (capped in size), and control frames (pongs, the close frame) and the
+  "close the transport" marker bypass the bounds: they are small and produced at the
+  reader's own pace.
+
+The queue holds ``bytes`` objects and never copies them: a broadcast frame encoded once is
+the same object in every recipient's queue (invariant 3).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import trio
+from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
+
+from ._waiter import Waiter
+
+__all__ = ["FrameQueue", "FrameQueueStatistics"]
+
+
+@dataclass(frozen=True, slots=True)
+class FrameQueueStatistics:
+    """A snapshot of a :class:`FrameQueue`.
+
+    Attributes:
+        queued_frames: frames waiting to be written.
+        queued_bytes: bytes waiting to be written.
+        max_frames: the frame bound.
+        max_bytes: the byte bound.
+        tasks_waiting_room: tasks blocked in :meth:`FrameQueue.send` (or in a connection's
+            ``send``) until there is room.
+        accepting: whether data frames are still accepted (``False`` once the connection
+            started closing).
+    """
+
+    queued_frames: int
+    queued_bytes: int
+    max_frames: int
+    max_bytes: int
+    tasks_waiting_room: int
+    accepting: bool
+
+
+class FrameQueue:
+    """A bounded FIFO of encoded WebSocket frames, read by one writer task.
+
+    This is the "send channel of outgoing frames" of a connection: the
+    :class:`~rue_trio.hub.Hub` holds it and offers pre-encoded broadcast frames with
+    :meth:`send_nowait`, so it never waits on one slow client.
+
+    The queue has room while it holds fewer than ``max_frames`` frames *and* fewer than
+    ``max_bytes`` bytes; one frame may therefore take it past ``max_bytes`` (a frame larger
+    than the bound must still be sendable). Frames offered here are written as they are:
+    they must be complete frames valid on this connection (unmasked server frames, as
+    :func:`rue_trio.protocol.encode_message` builds them, on a server connection).
+
+    Once the connection starts its closing handshake the queue stops accepting data
+    frames (RFC 6455 section 5.5.1: no data frames after a close frame) and raises
+    :class:`trio.BrokenResourceError`, like a channel whose receiver is gone.
+    """
+
+    __slots__ = (
+        "_accepting",
+        "_closed",
+        "_frames",
+        "_max_bytes",
+        "_max_frames",
+        "_nbytes",
+        "_room_lot",
+        "_writer",
+    )
+
+    def __init__(self, max_frames: int = 64, max_bytes: int = 4 * 1024 * 1024) -> None:
+        """Create an empty queue.
+
+        Args:
+            max_frames: at most this many frames are queued (control frames excepted).
+            max_bytes: no frame is accepted while this many bytes are queued.
+
+        Raises:
+            ValueError: if a bound is smaller than 1.
+        """
+        if max_frames < 1 or max_bytes < 1:
+            raise ValueError("max_frames and max_bytes must be at least 1")
+        self._frames: deque[bytes] = deque()
+        self._nbytes = 0
+        self._max_frames = max_frames
+        self._max_bytes = max_bytes
+        # Senders waiting for room, and the writer waiting for frames.
+        self._room_lot = ParkingLot()
+        self._writer = Waiter()
+        self._accepting = True
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def send_nowait(self, frame: bytes) -> None:
+        """Queue a complete encoded frame if there is room, without waiting.
+
+        Args:
+            frame: the frame's bytes (not copied).
+
+        Raises:
+            trio.WouldBlock: the queue is full: the connection is not keeping up.
+            trio.BrokenResourceError: the connection is closing or closed.
+            ValueError: ``frame`` is empty.
+        """
+        if not self._accepting:
+            raise trio.BrokenResourceError("the WebSocket connection is closing")
+        if len(self._frames) >= self._max_frames or self._nbytes >= self._max_bytes:
+            raise trio.WouldBlock
+        if not frame:
+            raise ValueError("a frame cannot be empty")
+        self._append(frame)
+
+    async def send(self, frame: bytes) -> None:
+        """Queue a complete encoded frame, waiting for room if the queue is full.
+
+        Cancellation: if cancelled while waiting, the frame was not queued; once
+        queued, the call completes.
+
+        Args:
+            frame: the frame's bytes (not copied).
+
+        Raises:
+            trio.BrokenResourceError: the connection is closing or closed.
+            ValueError: ``frame`` is empty.
+        """
+        await checkpoint_if_cancelled()
+        if self._has_room():
+            self.send_nowait(frame)
+            await cancel_shielded_checkpoint()
+            return
+        await self._wait_room()
+        self.send_nowait(frame)
+
+    def statistics(self) -> FrameQueueStatistics:
+        """Return a snapshot of the queue's state."""
+        return FrameQueueStatistics(
+            queued_frames=len(self._frames),
+            queued_bytes=self._nbytes,
+            max_frames=self._max_frames,
+            max_bytes=self._max_bytes,
+            tasks_waiting_room=len(self._room_lot),
+            accepting=self._accepting,
+        )
+
+    # The connection's side (same package): not part of the public surface.
+
+    @property
+    def _queued_bytes(self) -> int:
+        return self._nbytes
+
+    def _has_room(self) -> bool:
+        return (
+            self._accepting
+            and len(self._frames) < self._max_frames
+            and self._nbytes < self._max_bytes
+        )
+
+    async def _wait_room(self) -> None:
+        """Park until a data frame would be accepted, or the queue stops accepting.
+
+        Called when there is no room; the caller checks ``_accepting`` afterwards.
+        Cancellation: nothing changes.
+        """
+        while True:
+            await self._room_lot.park()
+            if not self._accepting or self._has_room():
+                return
+
+    def _append(self, frame: bytes) -> None:
+        self._frames.append(frame)
+        self._nbytes += len(frame)
+        if self._writer.task is not None:
+            self._writer.wake()
+
+    def _append_control(self, frame: bytes) -> None:
+        """Queue a control frame, or ``b""`` for "close the transport", past the bounds."""
+        if self._closed:
+            return
+        if not frame:
+            # Nothing may follow the end of the transport.
+            self._stop_accepting()
+        self._append(frame)
+
+    def _stop_accepting(self) -> None:
+        """Refuse data frames from now on; what is queued is still written."""
+        if self._accepting:
+            self._accepting = False
+            self._room_lot.unpark_all()
+
+    def _close(self) -> None:
+        """Drop everything and release the writer: the transport is gone."""
+        self._stop_accepting()
+        self._closed = True
+        self._frames.clear()
+        self._nbytes = 0
+        self._writer.wake()
+
+    def _take(self, limit: int) -> tuple[list[bytes], bool]:
+        """Remove queued frames up to ``limit`` bytes (at least one frame).
+
+        Returns:
+            The frames, and whether the "close the transport" marker was reached.
+        """
+        frames = self._frames
+        batch: list[bytes] = []
+        size = 0
+        eof = False
+        while frames:
+            frame = frames[0]
+            if not frame:
+                frames.popleft()
+                eof = True
+                break
+            if batch and size + len(frame) > limit:
+                break
+            frames.popleft()
+            batch.append(frame)
+            size += len(frame)
+        self._nbytes -= size
+        if self._room_lot:
+            self._room_lot.unpark_all()
+        return batch, eof

@@ -1,0 +1,50 @@
+"""A place for one task to sleep until another wakes it: the cheapest wakeup Trio offers.
+
+The connection has several one-task waits on its hot path: the writer waiting for frames,
+the application waiting for a message, the reader waiting for room in the inbound buffer.
+Each has at most one sleeper by construction, so :class:`trio.lowlevel.ParkingLot`'s
+bookkeeping for many is not needed; checking :attr:`Waiter.task` costs an attribute read.
+"""
+
+from __future__ import annotations
+
+import trio
+from trio.lowlevel import Abort, RaiseCancelT, Task, current_task, reschedule
+
+__all__ = ["Waiter"]
+
+
+class Waiter:
+    """Holds at most one sleeping task.
+
+    Attributes:
+        task: the sleeping task, or ``None``.
+    """
+
+    __slots__ = ("task",)
+
+    def __init__(self) -> None:
+        self.task: Task | None = None
+
+    async def wait(self) -> None:
+        """Sleep until :meth:`wake`. Cancellation: the task just stops sleeping.
+
+        Raises:
+            RuntimeError: another task is already sleeping here (a bug of the caller).
+        """
+        if self.task is not None:
+            raise RuntimeError("another task is already waiting here")
+        self.task = current_task()
+
+        def abort(_: RaiseCancelT) -> Abort:
+            self.task = None
+            return Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def wake(self) -> None:
+        """Wake the sleeping task, if any."""
+        task = self.task
+        if task is not None:
+            self.task = None
+            reschedule(task)

@@ -1,0 +1,276 @@
+"""WebSocketHandler: the upgrade, the four callbacks, errors kept local, the hub link."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+
+from rue_trio import (
+    App,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    Context,
+    Hub,
+    InvalidStatusError,
+    MessageType,
+    TextMessage,
+    WebSocketConn,
+    WebSocketHandler,
+)
+from rue_trio.exceptions import ProtocolError
+from rue_trio.testing import open_test_app, open_test_client
+
+
+def app_with(handler: WebSocketHandler, path: str = "/ws") -> App:
+    app = App()
+
+    @app.get(path)
+    async def ws(c: Context) -> None:
+        await handler.handle(c)
+
+    return app
+
+
+async def test_server_echo_with_sync_and_async_callbacks() -> None:
+    """Callbacks may be plain functions or async ones; messages arrive in order."""
+    seen: list[str] = []
+
+    def on_connect(conn: WebSocketConn) -> None:
+        seen.append("connect")
+
+    async def on_message(conn: WebSocketConn, msg_type: MessageType, data: str | bytes) -> None:
+        await conn.send(msg_type, data)
+
+    handler = WebSocketHandler(on_connect=on_connect, on_message=on_message)
+    async with open_test_client(app_with(handler), "/ws") as conn:
+        for i in range(50):
+            await conn.send_text(f"m{i}")
+        await conn.send_bytes(b"\x00\x01")
+        received = [(await conn.receive()).data for _ in range(51)]
+    assert received == [f"m{i}" for i in range(50)] + [b"\x00\x01"]
+    assert seen == ["connect"]
+
+
+async def test_server_sync_on_message_returning_awaitable_is_awaited() -> None:
+    """A plain function may return an awaitable (a lambda around conn.send)."""
+    handler = WebSocketHandler(on_message=lambda conn, t, d: conn.send(t, d))
+    async with open_test_client(app_with(handler), "/ws") as conn:
+        await conn.send_text("hi")
+        assert (await conn.receive()).data == "hi"
+
+
+async def test_server_on_close_runs_once_after_client_close() -> None:
+    """on_close runs exactly once, after the connection has closed."""
+    events: list[tuple[str, str]] = []
+    closed = trio.Event()
+
+    def on_close(conn: WebSocketConn) -> None:
+        events.append(("close", conn.id))
+        assert conn.closed
+        closed.set()
+
+    handler = WebSocketHandler(
+        on_connect=lambda conn: events.append(("connect", conn.id)), on_close=on_close
+    )
+    async with open_test_app(app_with(handler)) as client:
+        async with client.websocket("/ws") as conn:
+            await conn.close(1000, "bye")
+        await closed.wait()
+    assert [kind for kind, _ in events] == ["connect", "close"]
+    assert events[0][1] == events[1][1]
+
+
+async def test_server_callback_error_reaches_on_error_and_closes_1011(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A callback's exception goes to on_error and closes that connection with 1011 only."""
+    errors: list[BaseException] = []
+    closes: list[str] = []
+
+    async def on_message(conn: WebSocketConn, msg_type: MessageType, data: str | bytes) -> None:
+        if data == "boom":
+            raise RuntimeError("handler bug")
+        await conn.send(msg_type, data)
+
+    handler = WebSocketHandler(
+        on_message=on_message,
+        on_error=lambda conn, exc: errors.append(exc),
+        on_close=lambda conn: closes.append(conn.id),
+    )
+    async with (
+        open_test_app(app_with(handler)) as client,
+        client.websocket("/ws") as healthy,
+        client.websocket("/ws") as victim,
+    ):
+        await victim.send_text("boom")
+        with pytest.raises(ConnectionClosedError) as info:
+            await victim.receive()
+        assert info.value.code == 1011
+        await healthy.send_text("still here")
+        assert (await healthy.receive()).data == "still here"
+    assert [type(e) for e in errors] == [RuntimeError]
+    assert len(closes) == 2
+
+
+async def test_server_callback_error_without_on_error_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without on_error, a callback's exception is logged with its traceback."""
+
+    def on_connect(conn: WebSocketConn) -> None:
+        raise ValueError("refuse")
+
+    closes: list[str] = []
+    handler = WebSocketHandler(on_connect=on_connect, on_close=lambda c: closes.append(c.id))
+    with caplog.at_level(logging.ERROR, logger="rue_trio"):
+        async with open_test_client(app_with(handler), "/ws") as conn:
+            with pytest.raises(ConnectionClosedError) as info:
+                await conn.receive()
+    assert info.value.code == 1011
+    assert "callback failed" in caplog.text
+    assert closes == []  # on_connect never completed
+
+
+async def test_server_peer_protocol_violation_reaches_on_error() -> None:
+    """A peer's protocol violation closes with 1002; on_error sees the cause."""
+    errors: list[BaseException] = []
+    done = trio.Event()
+
+    def on_error(conn: WebSocketConn, exc: BaseException) -> None:
+        errors.append(exc)
+        done.set()
+
+    handler = WebSocketHandler(on_error=on_error)
+    async with open_test_client(app_with(handler), "/ws") as conn:
+        # Send a raw unmasked frame behind the client core's back (RFC 6455 section 5.1).
+        conn.outbound.send_nowait(b"\x81\x02hi")
+        with pytest.raises(ConnectionClosedError) as info:
+            await conn.receive()
+        assert info.value.code == 1002
+        await done.wait()
+    (exc,) = errors
+    assert isinstance(exc, ConnectionClosedError)
+    assert isinstance(exc.__cause__, ProtocolError)
+
+
+async def test_server_plain_get_on_websocket_route_gets_426() -> None:
+    """A plain GET on a WebSocket route: 426 Upgrade Required, naming websocket."""
+    async with open_test_app(app_with(WebSocketHandler())) as client:
+        response = await client.request("GET", "/ws")
+    assert response.status == 426
+    assert response.header("upgrade") == "websocket"
+
+
+async def test_server_malformed_upgrade_gets_400() -> None:
+    """RFC 6455 section 4.2.1: a bad key is a bad request."""
+    headers = [
+        ("upgrade", "websocket"),
+        ("connection", "Upgrade"),
+        ("sec-websocket-key", "short"),
+        ("sec-websocket-version", "13"),
+    ]
+    async with open_test_app(app_with(WebSocketHandler())) as client:
+        response = await client.request("GET", "/ws", headers=headers)
+    assert response.status == 400
+
+
+async def test_server_unsupported_version_gets_426_with_version() -> None:
+    """RFC 6455 section 4.4: an unsupported version is answered with the one we speak."""
+    headers = [
+        ("upgrade", "websocket"),
+        ("connection", "Upgrade"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("sec-websocket-version", "8"),
+    ]
+    async with open_test_app(app_with(WebSocketHandler())) as client:
+        response = await client.request("GET", "/ws", headers=headers)
+    assert response.status == 426
+    assert response.header("sec-websocket-version") == "13"
+
+
+async def test_server_disallowed_origin_gets_403() -> None:
+    """Cross-site WebSocket hijacking protection: only listed origins connect."""
+    handler = WebSocketHandler(allowed_origins=["https://good.example"])
+    app = app_with(handler)
+    async with open_test_app(app) as client:
+        with pytest.raises(InvalidStatusError) as info:
+            async with client.websocket("/ws", origin="https://evil.example"):
+                pass  # pragma: no cover
+        assert info.value.status_code == 403
+        async with client.websocket("/ws", origin="https://good.example") as conn:
+            assert not conn.closed
+        async with client.websocket("/ws") as conn:  # no Origin: not a browser
+            assert not conn.closed
+
+
+async def test_server_selects_subprotocol_and_compression() -> None:
+    """RFC 6455 section 4.2.2 and RFC 7692: subprotocol and permessage-deflate agreed."""
+    handler = WebSocketHandler(
+        subprotocols=["chat.v2", "chat.v1"],
+        on_message=lambda conn, t, d: conn.send(t, d),
+    )
+    async with (
+        open_test_app(app_with(handler)) as client,
+        client.websocket("/ws", subprotocols=["chat.v1", "chat.v2"], compression=True) as conn,
+    ):
+        assert conn.subprotocol == "chat.v2"
+        text = "compress me " * 100
+        await conn.send_text(text)
+        assert (await conn.receive()).data == text
+        stats = conn.statistics()
+        assert stats.bytes_received < len(text)  # it came back compressed
+
+
+async def test_server_hub_registration_follows_the_connection() -> None:
+    """A connection whose handler names a hub is registered on connect, removed at the end."""
+    hub = Hub()
+    joined = trio.Event()
+
+    async def on_connect(conn: WebSocketConn) -> None:
+        await hub.join("lobby", conn)
+        joined.set()
+
+    handler = WebSocketHandler(hub=hub, on_connect=on_connect)
+    app = app_with(handler)
+    app.add_background(hub.run)
+    async with open_test_app(app) as client:
+        async with client.websocket("/ws") as a, client.websocket("/ws") as b:
+            await joined.wait()
+            await hub.flush()
+            assert hub.count() == 2
+            assert hub.count("lobby") == 2
+            await hub.broadcast(TextMessage, "to all", room="lobby")
+            assert (await a.receive()).data == "to all"
+            assert (await b.receive()).data == "to all"
+            await b.close()
+        await trio.testing.wait_all_tasks_blocked()
+        assert hub.count() == 0
+        assert hub.rooms() == []
+
+
+async def test_server_cancelled_app_closes_connections_with_1001(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Cancelling the task that serves a connection closes it with 1001 (going away)."""
+    closes: list[str] = []
+    handler = WebSocketHandler(on_close=lambda conn: closes.append(conn.id))
+    async with open_test_app(app_with(handler)) as client, client.websocket("/ws") as conn:
+        client.shutdown()
+        with pytest.raises(ConnectionClosedOK) as info:
+            await conn.receive()
+    assert info.value.code == 1001
+    assert len(closes) == 1
+
+
+async def test_server_keepalive_keeps_idle_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Minutes of idle time: pings go both ways, the connection stays up."""
+    handler = WebSocketHandler(on_message=lambda conn, t, d: conn.send(t, d))
+    async with open_test_client(app_with(handler), "/ws") as conn:
+        await trio.sleep(300)
+        await conn.send_text("still alive")
+        assert (await conn.receive()).data == "still alive"
+        assert conn.statistics().pings_sent >= 10

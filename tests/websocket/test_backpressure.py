@@ -1,0 +1,67 @@
+"""Backpressure end to end over lockstep streams, which buffer nothing."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+from trio.testing import MockClock
+
+from rue_trio.websocket import ConnectionConfig
+
+from ._util import conn_pair
+
+
+async def test_server_inbound_full_client_send_waits_for_room(autojump_clock: MockClock) -> None:
+    """A server that does not read stops reading TCP; the client's sends then wait."""
+    server_config = ConnectionConfig(ping_interval=None, inbound_queue=2)
+    client_config = ConnectionConfig(ping_interval=None, outbound_queue_messages=3)
+    async with conn_pair(
+        lockstep=True, server_config=server_config, client_config=client_config
+    ) as (server, client):
+        sent = 0
+
+        async def produce() -> None:
+            nonlocal sent
+            for i in range(20):
+                await client.send_text(str(i))
+                sent += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            await trio.testing.wait_all_tasks_blocked()
+            # Two messages buffered, more held by the blocked reader (one read's worth)
+            # and by the client's blocked write, three in its queue, and the producer
+            # waiting for room: nothing moves until the server reads.
+            assert server.statistics().inbound_messages == 2
+            assert client.outbound.statistics().tasks_waiting_room == 1
+            assert client.statistics().queued_frames == 3
+            stalled_at = sent
+            assert stalled_at < 20
+            await trio.sleep(60)
+            assert sent == stalled_at
+            received = [(await server.receive()).data for _ in range(20)]
+        assert received == [str(i) for i in range(20)]
+        assert sent == 20
+
+
+async def test_client_reads_slowly_server_send_rate_follows(autojump_clock: MockClock) -> None:
+    """The server's sends complete only as fast as the client takes messages."""
+    client_config = ConnectionConfig(ping_interval=None, inbound_queue=1)
+    server_config = ConnectionConfig(ping_interval=None, outbound_queue_messages=1)
+    async with conn_pair(
+        lockstep=True, server_config=server_config, client_config=client_config
+    ) as (server, client):
+        done_at: list[float] = []
+
+        async def produce() -> None:
+            for i in range(10):
+                await server.send_bytes(bytes([i]) * 1000)
+                done_at.append(trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            for i in range(10):
+                await trio.sleep(1)
+                assert (await client.receive()).data == bytes([i]) * 1000
+        # The first sends filled the pipeline at once; the rest waited for the reader.
+        assert done_at[-1] >= 5

@@ -1,0 +1,38 @@
+"""Connection options: defaults and validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from rue_trio.websocket import ConnectionConfig
+
+
+def test_config_defaults() -> None:
+    config = ConnectionConfig()
+    assert (config.ping_interval, config.ping_timeout, config.close_timeout) == (20, 20, 10)
+    assert config.inbound_queue == 16
+    assert config.outbound_queue_messages == 64
+    assert config.outbound_queue_bytes == 4 * 1024 * 1024
+    assert config.read_size == 65536
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("ping_interval", 0),
+        ("ping_timeout", -1),
+        ("close_timeout", -0.5),
+        ("inbound_queue", 0),
+        ("outbound_queue_messages", 0),
+        ("outbound_queue_bytes", 0),
+        ("read_size", 0),
+    ],
+)
+def test_config_invalid_value_rejected(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        ConnectionConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_config_keepalive_disabled_allowed() -> None:
+    config = ConnectionConfig(ping_interval=None, ping_timeout=None, close_timeout=0)
+    assert config.ping_interval is None

@@ -1,0 +1,140 @@
+"""The outbound frame queue: bounds by frames and bytes, waiting for room, closing."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from rue_trio.websocket import FrameQueue
+
+
+def test_queue_send_nowait_full_by_frames_would_block() -> None:
+    queue = FrameQueue(max_frames=2, max_bytes=1000)
+    queue.send_nowait(b"a")
+    queue.send_nowait(b"b")
+    with pytest.raises(trio.WouldBlock):
+        queue.send_nowait(b"c")
+    assert len(queue) == 2
+
+
+def test_queue_send_nowait_full_by_bytes_would_block() -> None:
+    queue = FrameQueue(max_frames=100, max_bytes=10)
+    queue.send_nowait(b"x" * 6)
+    # Below the byte bound, one more frame is accepted even if it goes past it...
+    queue.send_nowait(b"y" * 6)
+    # ...and then nothing until the writer drains.
+    with pytest.raises(trio.WouldBlock):
+        queue.send_nowait(b"z")
+    stats = queue.statistics()
+    assert (stats.queued_frames, stats.queued_bytes) == (2, 12)
+
+
+def test_queue_send_nowait_frame_larger_than_bound_accepted_when_empty() -> None:
+    queue = FrameQueue(max_frames=4, max_bytes=10)
+    queue.send_nowait(b"x" * 100)
+    assert queue.statistics().queued_bytes == 100
+
+
+def test_queue_send_nowait_empty_frame_rejected() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        FrameQueue().send_nowait(b"")
+
+
+@pytest.mark.parametrize(("frames", "nbytes"), [(0, 10), (10, 0)])
+def test_queue_create_bad_bounds_rejected(frames: int, nbytes: int) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        FrameQueue(max_frames=frames, max_bytes=nbytes)
+
+
+def test_queue_statistics_defaults() -> None:
+    stats = FrameQueue().statistics()
+    assert stats.max_frames == 64
+    assert stats.max_bytes == 4 * 1024 * 1024
+    assert stats.queued_frames == stats.queued_bytes == stats.tasks_waiting_room == 0
+    assert stats.accepting
+
+
+async def test_queue_send_full_waits_for_room() -> None:
+    queue = FrameQueue(max_frames=1, max_bytes=100)
+    queue.send_nowait(b"first")
+    done = False
+
+    async def sender() -> None:
+        nonlocal done
+        await queue.send(b"second")
+        done = True
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done
+        assert queue.statistics().tasks_waiting_room == 1
+        assert queue._take(1 << 20) == ([b"first"], False)
+    assert done
+    assert queue._take(1 << 20) == ([b"second"], False)
+
+
+async def test_queue_send_cancelled_while_waiting_queues_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue = FrameQueue(max_frames=1, max_bytes=100)
+    queue.send_nowait(b"first")
+    with trio.move_on_after(1) as scope:
+        await queue.send(b"second")
+    assert scope.cancelled_caught
+    assert queue._take(1 << 20) == ([b"first"], False)
+    assert len(queue) == 0
+
+
+async def test_queue_send_room_available_returns_at_once() -> None:
+    queue = FrameQueue()
+    await queue.send(b"frame")
+    assert len(queue) == 1
+
+
+async def test_queue_send_stopped_while_waiting_raises_broken() -> None:
+    queue = FrameQueue(max_frames=1, max_bytes=100)
+    queue.send_nowait(b"first")
+
+    async def stop_soon() -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        queue._stop_accepting()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stop_soon)
+        with pytest.raises(trio.BrokenResourceError):
+            await queue.send(b"second")
+
+
+def test_queue_stop_accepting_refuses_data_keeps_control() -> None:
+    queue = FrameQueue()
+    queue.send_nowait(b"data")
+    queue._stop_accepting()
+    with pytest.raises(trio.BrokenResourceError):
+        queue.send_nowait(b"more")
+    queue._append_control(b"close")
+    queue._append_control(b"")
+    assert not queue.statistics().accepting
+    assert queue._take(1 << 20) == ([b"data", b"close"], True)
+
+
+def test_queue_take_caps_batch_size_but_takes_one_big_frame() -> None:
+    queue = FrameQueue(max_frames=10, max_bytes=1000)
+    for frame in (b"a" * 40, b"b" * 40, b"c" * 40):
+        queue.send_nowait(frame)
+    assert queue._take(100) == ([b"a" * 40, b"b" * 40], False)
+    assert queue._take(100) == ([b"c" * 40], False)
+    queue.send_nowait(b"d" * 500)
+    assert queue._take(100) == ([b"d" * 500], False)
+
+
+def test_queue_close_drops_everything() -> None:
+    queue = FrameQueue()
+    queue.send_nowait(b"data")
+    queue._close()
+    queue._append_control(b"pong")
+    assert len(queue) == 0
+    assert queue.statistics().queued_bytes == 0
+    with pytest.raises(trio.BrokenResourceError):
+        queue.send_nowait(b"more")
