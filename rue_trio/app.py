@@ -344,7 +344,7 @@ async def _resolve_static(root: Path, relative: str) -> tuple[trio.Path, int] | 
     ``..`` segments, backslashes and NUL bytes are refused outright; then the path is
     resolved (following symbolic links) and must still be inside ``root``.
     """
-    # Resolving and reading use worker threads anyway: this is not a hot path.
+    # A checkpoint first, as the refusals just below return without awaiting.
     await trio.lowlevel.checkpoint()
     parts = relative.split("/")
     for part in parts:
@@ -629,13 +629,14 @@ class App:
 
         Raises:
             OSError: the address cannot be bound.
+            ValueError: ``max_connections`` is less than 1.
 
         Cancellation: the way to stop serving. Listeners close first, requests in
         progress get ``shutdown_timeout`` seconds, WebSocket connections close with
         1001, background services stop last; then the cancellation propagates.
         """
-        listeners = await open_listeners(host, port, backlog=backlog)
         server = self._server(ssl_context=ssl_context, max_connections=max_connections)
+        listeners = await open_listeners(host, port, backlog=backlog)
         await server.serve_listeners(listeners, task_status=task_status)
 
     async def serve_stream(

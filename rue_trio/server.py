@@ -349,7 +349,9 @@ class Server(Generic[H]):
                 try:
                     await limiter.acquire()
                 except BaseException:
-                    await trio.aclose_forcefully(stream)
+                    # Cancelled while the server is full: drop the waiting client.
+                    with trio.CancelScope(shield=True):
+                        await trio.aclose_forcefully(stream)
                     raise
             remote = _remote_address(stream)
             if self._ssl_context is not None:

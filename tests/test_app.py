@@ -545,6 +545,22 @@ async def test_app_file_unreadable_is_404(site: Path, monkeypatch: pytest.Monkey
     assert (await fetch(app, "GET", "/locked"))[0] == 404
 
 
+def test_app_background_services_are_listed_in_order() -> None:
+    app = App()
+
+    async def first(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await trio.sleep_forever()
+
+    async def second(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await trio.sleep_forever()
+
+    app.add_background(first)
+    app.add_background(second)
+    assert app.background_services == (first, second)
+
+
 # Options --------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -209,9 +210,9 @@ async def test_server_max_connections_held_connection_is_closed_at_shutdown() ->
         await second.aclose()
 
 
-def test_server_max_connections_must_be_positive() -> None:
-    with pytest.raises(ValueError):
-        App()._server(max_connections=0)
+async def test_server_max_connections_must_be_positive() -> None:
+    with trio.fail_after(5), pytest.raises(ValueError, match="max_connections"):
+        await _hello_app().serve("127.0.0.1", 0, max_connections=0)
 
 
 # Graceful shutdown ----------------------------------------------------------------
@@ -543,6 +544,42 @@ async def test_server_run_signal_exits_cleanly(signum: signal.Signals) -> None:
     assert "Traceback" not in text
     assert f"received {signum.name}: shutting down gracefully" in text
     assert "GET / 200" in text
+
+
+async def test_server_run_until_signal_stops_gracefully_in_process(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The body of run(), in this process: a SIGINT drains the server and returns."""
+    caplog.set_level(logging.INFO, logger="rue_trio")
+    app = _hello_app()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                partial(app._run_until_signal, "127.0.0.1", 0, ssl_context=None, max_connections=1)
+            )
+            await trio.testing.wait_all_tasks_blocked()
+            (line,) = [r.getMessage() for r in caplog.records if "listening" in r.getMessage()]
+            port = int(line.rsplit(":", 1)[1])
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                assert (await Client(stream).request("GET", "/hello")).status == 200
+            signal.raise_signal(signal.SIGINT)
+    assert "received SIGINT: shutting down gracefully" in caplog.text
+
+
+def test_server_configure_logging_only_when_unconfigured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rue_trio.app import _configure_logging
+
+    root = logging.getLogger()
+    ours = logging.getLogger("rue_trio")
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(ours, "handlers", [])
+    monkeypatch.setattr(ours, "level", logging.NOTSET)
+    _configure_logging()
+    assert len(ours.handlers) == 1
+    assert ours.level == logging.INFO
+    _configure_logging()
+    assert len(ours.handlers) == 1
 
 
 def test_server_run_rejects_bad_address() -> None:

@@ -26,10 +26,11 @@ Limits, each answered with its status before the connection closes:
 
 * the request head must fit in ``max_header_size`` bytes (431, RFC 6585 section 5);
 * the body may not exceed ``max_body_size`` bytes (413, RFC 9110 section 15.5.14);
-* the whole request must arrive within ``request_timeout`` seconds of its first byte
-  (408, RFC 9110 section 15.5.9), which defeats slowloris; a new connection gets the
-  same time to start. A connection that never sent a byte of the request is closed
-  without an answer;
+* a request (head and body) must arrive within ``request_timeout`` seconds: counted
+  from the connection's creation for the first request (a TLS handshake included),
+  from its first byte for the next ones (408, RFC 9110 section 15.5.9), which defeats
+  slowloris. A connection that never sent a byte of the request is closed without
+  an answer;
 * between requests, a keep-alive connection may stay silent ``keep_alive_timeout``
   seconds before it is closed;
 * anything h11 cannot parse gets 400 (or h11's own status hint).
@@ -45,6 +46,7 @@ A client that vanishes (:class:`trio.BrokenResourceError`,
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -103,8 +105,8 @@ class HTTPLimits:
     Attributes:
         max_header_size: the largest request head, in bytes (else 431).
         max_body_size: the largest request body, in bytes (else 413).
-        request_timeout: seconds a request (head and body) may take to arrive after its
-            first byte, or a new connection to send its first request (else 408).
+        request_timeout: seconds a new connection has to deliver its first request
+            (head and body), and a later request has from its first byte (else 408).
         keep_alive_timeout: seconds an idle keep-alive connection is kept open.
     """
 
@@ -194,7 +196,8 @@ class HTTPConnection:
             h11.SERVER, max_incomplete_event_size=self._limits.max_header_size
         )
         self._server_header = server_header
-        self._scope = trio.CancelScope()
+        # The first request must arrive within request_timeout of the connection.
+        self._scope = trio.CancelScope(deadline=trio.current_time() + self._limits.request_timeout)
         self._phase = _IDLE
         self._shutting_down = False
         self._head_only = False
@@ -247,12 +250,21 @@ class HTTPConnection:
         Cancellation: cancelling the caller stops the connection wherever it is; the
         stream may then hold a partial response, and the owner closes it.
         """
-        with self._scope:
-            try:
+        try:
+            with self._scope:
                 await self._serve(router, dispatch)
-            except _TRANSPORT_ERRORS:
-                self.client_gone = True
-                await trio.lowlevel.checkpoint()
+            if (
+                self._scope.cancelled_caught
+                and self._phase == _ACTIVE
+                and self.status is None
+                and not self._shutting_down
+            ):
+                # The read deadline passed with a request started (RFC 9110 section
+                # 15.5.9); without a byte of it, the connection just closes.
+                await self._fail(408)
+        except _TRANSPORT_ERRORS:
+            self.client_gone = True
+            await trio.lowlevel.checkpoint()
 
     async def _serve(self, router: Router[H], dispatch: Dispatch[H]) -> None:
         h = self._h11
@@ -312,59 +324,65 @@ class HTTPConnection:
     async def _read_request(self, first: bool) -> tuple[h11.Request, bytes] | None:
         """Read one request, head and body; ``None`` when the connection should end.
 
-        Transport errors propagate (the caller treats them as the client leaving).
+        The read runs under a deadline set on the connection's scope (cheaper than a
+        scope per request): when it passes, :meth:`serve` answers 408 if the request
+        had started. Transport errors propagate (the client left).
         """
         h = self._h11
         limits = self._limits
         stream = self._stream
+        scope = self._scope
         # A pipelined request may already be buffered; otherwise the client gets the
         # idle keep-alive time to start the next one.
-        started = not first and bool(h.trailing_data[0])
-        wait = limits.request_timeout if first or started else limits.keep_alive_timeout
+        if not first and h.trailing_data[0]:
+            self._phase = _ACTIVE
+            scope.deadline = trio.current_time() + limits.request_timeout
+            # Let other tasks run even when a client pipelines many requests.
+            await trio.lowlevel.checkpoint()
+        else:
+            if not first:
+                scope.deadline = trio.current_time() + limits.keep_alive_timeout
+            data = await stream.receive_some(READ_SIZE)
+            if not data:
+                return None
+            self._phase = _ACTIVE
+            if not first:
+                scope.deadline = trio.current_time() + limits.request_timeout
+            # h11 only appends the chunk to its buffer: a bytearray is fine.
+            h.receive_data(cast(bytes, data))
         event_request: h11.Request | None = None
+        length_checked = False
         body: list[bytes] = []
         body_size = 0
-        with trio.CancelScope(deadline=trio.current_time() + wait) as deadline:
-            if started:
-                self._phase = _ACTIVE
-                # Let other tasks run even when a client pipelines many requests.
-                await trio.lowlevel.checkpoint()
-            else:
-                data = await stream.receive_some(READ_SIZE)
-                if not data:
-                    return None
-                started = True
-                self._phase = _ACTIVE
-                deadline.deadline = trio.current_time() + limits.request_timeout
-                # h11 only appends the chunk to its buffer: a bytearray is fine.
-                h.receive_data(cast(bytes, data))
-            while True:
-                event = h.next_event()
-                if event is h11.NEED_DATA:
-                    if event_request is not None and h.they_are_waiting_for_100_continue:
+        while True:
+            event = h.next_event()
+            if event is h11.NEED_DATA:
+                if event_request is not None:
+                    if not length_checked:
+                        # Only now, as a request without a body (the WebSocket
+                        # handshake) never gets here.
+                        self._check_length(event_request)
+                        length_checked = True
+                    if h.they_are_waiting_for_100_continue:
                         # RFC 9110 section 10.1.1: the client waits for a go-ahead.
                         await stream.send_all(
                             h.send(h11.InformationalResponse(status_code=100, headers=[]))
                         )
-                    h.receive_data(cast(bytes, await stream.receive_some(READ_SIZE)))
-                elif isinstance(event, h11.Data):
-                    body_size += len(event.data)
-                    if body_size > limits.max_body_size:
-                        raise _Reject(413)
-                    body.append(event.data)
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                elif isinstance(event, h11.Request):
-                    event_request = event
-                    self._check_length(event)
-                else:
-                    # ConnectionClosed or PAUSED: h11 yields neither once bytes of a
-                    # new request arrived; should it ever, end the connection.
-                    return None
-        if deadline.cancelled_caught:
-            if started:
-                raise _Reject(408)
-            return None
+                h.receive_data(cast(bytes, await stream.receive_some(READ_SIZE)))
+            elif isinstance(event, h11.Data):
+                body_size += len(event.data)
+                if body_size > limits.max_body_size:
+                    raise _Reject(413)
+                body.append(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.Request):
+                event_request = event
+            else:
+                # ConnectionClosed or PAUSED: h11 yields neither once bytes of a
+                # new request arrived; should it ever, end the connection.
+                return None
+        scope.deadline = math.inf
         assert event_request is not None
         return event_request, body[0] if len(body) == 1 else b"".join(body)
 
@@ -519,9 +537,9 @@ class HTTPConnection:
         return self._stream, self._h11.trailing_data[0]
 
     async def _fail(self, status: int, *, linger: bool = True) -> None:
-        """Answer an error if h11 still allows a response, then close gracefully."""
+        """Answer an error unless a response (or a 101) went out, then close gracefully."""
         h = self._h11
-        if h.our_state is h11.IDLE or h.our_state is h11.SEND_RESPONSE:
+        if self.status is None and (h.our_state is h11.IDLE or h.our_state is h11.SEND_RESPONSE):
             reason = _REASONS.get(status, b"")
             body = b"%d %s" % (status, reason)
             fields = [

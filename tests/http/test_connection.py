@@ -128,6 +128,17 @@ async def test_server_serve_post_body_reaches_route() -> None:
         assert reply.body == b"x" * 100_000
 
 
+async def test_server_serve_body_in_several_writes_reaches_route() -> None:
+    async with serving(lockstep=True) as (stream, _, _done):
+        await stream.send_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 6\r\n\r\nab")
+        await trio.testing.wait_all_tasks_blocked()
+        await stream.send_all(b"cd")
+        await trio.testing.wait_all_tasks_blocked()
+        await stream.send_all(b"ef")
+        reply = parse_reply(await stream.receive_some(65536))
+        assert reply.body == b"abcdef"
+
+
 async def test_server_serve_chunked_body_reaches_route() -> None:
     async with serving() as (stream, _, _done):
         await stream.send_all(
@@ -461,6 +472,21 @@ async def test_server_switch_protocols_returns_trailing_data() -> None:
         assert conn.upgraded
         assert conn.status == 101
     assert handed[0][1] == b"\x81\x85FRAME"
+
+
+async def test_server_switch_protocols_then_error_sends_no_http_response(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def upgrade(conn: HTTPConnection, request: Request) -> None:
+        await conn.switch_protocols(b"HTTP/1.1 101 OK\r\n\r\n")
+        raise RuntimeError("new protocol failed")
+
+    async with serving(_router(up=upgrade)) as (stream, _, done):
+        await stream.send_all(b"GET /up HTTP/1.1\r\nhost: x\r\nupgrade: y\r\n\r\n")
+        # Only the 101: the stream belongs to the new protocol, no 500 follows.
+        assert await read_until_eof(stream) == b"HTTP/1.1 101 OK\r\n\r\n"
+        await done.wait()
+    assert "new protocol failed" in caplog.text
 
 
 async def test_server_switch_protocols_without_trailing_data_returns_empty() -> None:
