@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import trio
+import trio.testing
 
 from rue_trio import (
     App,
@@ -257,6 +258,7 @@ async def test_server_cancelled_app_closes_connections_with_1001(
     closes: list[str] = []
     handler = WebSocketHandler(on_close=lambda conn: closes.append(conn.id))
     async with open_test_app(app_with(handler)) as client, client.websocket("/ws") as conn:
+        await trio.testing.wait_all_tasks_blocked()  # the server side is connected
         client.shutdown()
         with pytest.raises(ConnectionClosedOK) as info:
             await conn.receive()
