@@ -45,6 +45,14 @@ called by the actor right after the change) and to every stream opened with
 :meth:`Hub.open_presence` (a bounded memory channel; a reader that falls a whole buffer
 behind has its stream ended, since the hub waits for no one).
 
+Backplane. Given a :class:`~rue_trio.hub.Backplane`, the actor publishes each local
+broadcast once (non-blocking, in inbox order, so one sender's messages keep their order
+on every node) after handing it to its own members, tells the backplane when a room gets
+its first local member or loses its last (so the node follows only the rooms it needs)
+and mirrors every presence change to it. Broadcasts from other nodes arrive through a
+bounded buffer and a forwarding task that puts them in the same inbox, marked remote so
+they are never published again. Without a backplane none of this runs.
+
 Shutdown. When :meth:`Hub.run` is cancelled the hub closes what it owns: every member
 (and every member still waiting in the inbox to register or join) is evicted with 1001
 (going away; 1011 if the hub itself failed), presence streams end, pending commands are
@@ -65,6 +73,7 @@ import trio.lowlevel
 from rue_trio.exceptions import ConnectionClosed
 from rue_trio.protocol import MessageType, encode_message
 
+from ._backplane import Backplane, Envelope
 from ._events import HubStatistics, PresenceEvent, PresenceKind
 from ._member import PLAIN, Member
 
@@ -136,15 +145,22 @@ class _Audience:
 
 
 class _Broadcast:
-    __slots__ = ("data", "exclude", "room", "type")
+    __slots__ = ("data", "exclude", "remote", "room", "type")
 
     def __init__(
-        self, type: MessageType, data: str | bytes, room: str | None, exclude: str | None
+        self,
+        type: MessageType,
+        data: str | bytes,
+        room: str | None,
+        exclude: str | None,
+        remote: bool = False,
     ) -> None:
         self.type = type
         self.data = data
         self.room = room
         self.exclude = exclude
+        # Came from another node over the backplane: deliver here, never publish again.
+        self.remote = remote
 
 
 class _Op(enum.Enum):
@@ -206,6 +222,19 @@ def _offer_except(
             failed.append((member_id, False))
 
 
+def _single_failure(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The only exception in ``group`` that is not a cancellation, if there is one."""
+    failures: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        elif not isinstance(exc, trio.Cancelled):
+            failures.append(exc)
+    return failures[0] if len(failures) == 1 else None
+
+
 def _stopped_error() -> trio.BrokenResourceError:
     return trio.BrokenResourceError("the hub has stopped")
 
@@ -233,12 +262,17 @@ class Hub:
         policy: what to do with a member whose outbound queue is full: ``"close"``
             evicts it with close code 1008; ``"drop"`` drops that frame for it.
         inbox_size: how many commands may wait for the actor before publishers wait.
+        backplane: joins this hub to the hubs of other processes (see
+            :mod:`rue_trio.hub._backplane` and ``docs/topics/cluster.md``); ``None``
+            (the default) keeps it to this process.
+        remote_buffer: how many broadcasts from other nodes may wait for the actor;
+            past that the backplane drops them and counts them.
         on_presence: called by the hub's task with each :class:`PresenceEvent`, right
             after the change. It must not block or raise (an exception stops the hub);
             it may call the ``_nowait`` commands and the queries.
 
     Raises:
-        ValueError: for an unknown policy or an inbox size below 1.
+        ValueError: for an unknown policy, or an inbox size or remote buffer below 1.
     """
 
     def __init__(
@@ -247,11 +281,17 @@ class Hub:
         policy: Literal["close", "drop"] = "close",
         inbox_size: int = 1024,
         on_presence: Callable[[PresenceEvent], None] | None = None,
+        backplane: Backplane | None = None,
+        remote_buffer: int = 4096,
     ) -> None:
         if policy not in ("close", "drop"):
             raise ValueError(f"policy must be 'close' or 'drop', not {policy!r}")
         if inbox_size < 1:
             raise ValueError(f"inbox_size must be at least 1, not {inbox_size!r}")
+        if remote_buffer < 1:
+            raise ValueError(f"remote_buffer must be at least 1, not {remote_buffer!r}")
+        self._backplane = backplane
+        self._remote_buffer = remote_buffer
         self._policy: Literal["close", "drop"] = policy
         self._on_presence = on_presence
         self._inbox_send, self._inbox_receive = trio.open_memory_channel[_Command](inbox_size)
@@ -285,28 +325,67 @@ class Hub:
         Args:
             task_status: for :meth:`trio.Nursery.start`.
 
+        With a backplane, the backplane runs in a nursery of this task, and ``started()``
+        comes once it is connected.
+
         Raises:
             RuntimeError: if this hub has already been started.
+            rue_trio.exceptions.BackplaneError: the backplane cannot connect at start.
         """
         if self._started:
             raise RuntimeError("this hub has already been started: a Hub runs once")
         self._started = True
-        receive = self._inbox_receive.receive
-        receive_nowait = self._inbox_receive.receive_nowait
-        apply = self._apply
+        backplane = self._backplane
         try:
-            task_status.started()
-            while True:
-                apply(await receive())
-                for _ in _BATCH:
-                    try:
-                        command = receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    apply(command)
+            if backplane is None:
+                task_status.started()
+                await self._serve()
+            else:
+                await self._run_joined(backplane, task_status)
         except BaseException as exc:
             self._shutdown(exc)
             raise
+
+    async def _serve(self) -> None:
+        receive = self._inbox_receive.receive
+        receive_nowait = self._inbox_receive.receive_nowait
+        apply = self._apply
+        while True:
+            apply(await receive())
+            for _ in _BATCH:
+                try:
+                    command = receive_nowait()
+                except trio.WouldBlock:
+                    break
+                apply(command)
+
+    async def _run_joined(self, backplane: Backplane, task_status: trio.TaskStatus[None]) -> None:
+        remote_send, remote_receive = trio.open_memory_channel[Envelope](self._remote_buffer)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(backplane.run, remote_send)
+                nursery.start_soon(self._forward, remote_receive)
+                task_status.started()
+                await self._serve()
+        except BaseExceptionGroup as group:
+            # One failure (the backplane cannot connect) comes out as itself, cause kept.
+            failure = _single_failure(group)
+            if failure is None:
+                raise
+            raise failure from failure.__cause__
+
+    async def _forward(self, remote: trio.MemoryReceiveChannel[Envelope]) -> None:
+        # Other nodes' broadcasts join the local commands in the one FIFO inbox: waiting
+        # for room here pushes back into the bounded remote buffer, where the backplane
+        # drops (and counts) rather than let a flood grow memory.
+        send = self._inbox_send.send
+        try:
+            async for envelope in remote:
+                await send(
+                    _Broadcast(envelope.type, envelope.data, envelope.room, envelope.exclude, True)
+                )
+        except trio.BrokenResourceError:
+            await trio.lowlevel.checkpoint()
 
     def _apply(self, command: _Command) -> None:
         if isinstance(command, _Broadcast):
@@ -343,6 +422,11 @@ class Hub:
     def _broadcast(self, command: _Broadcast) -> None:
         self._broadcasts += 1
         room = command.room
+        backplane = self._backplane
+        if backplane is not None and not command.remote:
+            backplane.publish(
+                Envelope(command.type, command.data, room, command.exclude, backplane.node_id)
+            )
         audience = self._everyone if room is None else self._rooms.get(room)
         if audience is None:
             return
@@ -446,6 +530,8 @@ class Hub:
         audience = self._rooms.get(room)
         if audience is None:
             audience = self._rooms[room] = _Audience()
+            if self._backplane is not None:
+                self._backplane.subscribe_room(room)
         audience.add(entry)
         entry.rooms[room] = None
         self._emit(PresenceKind.JOIN, entry.id, room)
@@ -459,6 +545,8 @@ class Hub:
         audience.discard(entry)
         if not audience.entries:
             del self._rooms[room]
+            if self._backplane is not None:
+                self._backplane.unsubscribe_room(room)
         self._emit(PresenceKind.LEAVE, entry.id, room)
 
     def _remove(self, entry: _Entry) -> None:
@@ -468,6 +556,12 @@ class Hub:
         self._emit(PresenceKind.UNREGISTER, entry.id, None)
 
     def _emit(self, kind: PresenceKind, member_id: str, room: str | None) -> None:
+        backplane = self._backplane
+        if backplane is not None:
+            if kind is PresenceKind.REGISTER or kind is PresenceKind.JOIN:
+                backplane.presence_add(member_id, room)
+            else:
+                backplane.presence_remove(member_id, room)
         subscribers = self._subscribers
         on_presence = self._on_presence
         if on_presence is None and not subscribers:
@@ -610,7 +704,10 @@ class Hub:
     async def join(self, room: str, member: Member) -> None:
         """Add a member to a room, registering it first if needed.
 
-        Returns once the hub has processed it. Joining a room twice does nothing.
+        Returns once the hub has processed it. Joining a room twice does nothing. With a
+        backplane, it also waits until this node follows the room's channel, so that
+        broadcasts published anywhere after it returns reach the member (unless the link
+        to the broker is down: see ``docs/topics/cluster.md``).
 
         Cancellation: as for :meth:`register`.
 
@@ -623,6 +720,8 @@ class Hub:
             trio.BrokenResourceError: if the hub has stopped.
         """
         await self._call(_Control(_Op.JOIN, member, room))
+        if self._backplane is not None:
+            await self._backplane.synced()
 
     def join_nowait(self, room: str, member: Member) -> None:
         """Queue adding a member to a room without waiting.
@@ -703,8 +802,15 @@ class Hub:
             trio.BrokenResourceError: if the hub has stopped.
         """
         command = _make_broadcast(type, data, room, exclude)
+        # A cancellation point always, a schedule point only when the inbox is full: a
+        # publisher relaying a burst queues it whole, so the hub delivers it in batches
+        # and each member's writer sends many frames with one system call.
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            await self._inbox_send.send(command)
+            try:
+                self._inbox_send.send_nowait(command)
+            except trio.WouldBlock:
+                await self._inbox_send.send(command)
         except trio.BrokenResourceError:
             raise _stopped_error() from None
 
@@ -779,6 +885,51 @@ class Hub:
         audience = self._everyone if room is None else self._rooms.get(room)
         return 0 if audience is None else len(audience.entries)
 
+    async def cluster_count(self, room: str | None = None) -> int:
+        """Count the members of every node of the cluster, or those in ``room``.
+
+        Without a backplane this is :meth:`count`. With one, this node's members are
+        counted as the hub holds them now and the other nodes' as they last reported to
+        the broker: a node that stopped heartbeating drops out after the backplane's
+        presence expiry.
+
+        Cancellation: safe; nothing changes.
+
+        Args:
+            room: a room name, or ``None`` for every registered member.
+
+        Returns:
+            The number of members.
+
+        Raises:
+            rue_trio.exceptions.BackplaneError: the broker cannot be reached.
+        """
+        if self._backplane is None:
+            await trio.lowlevel.checkpoint()
+            return self.count(room)
+        return await self._backplane.cluster_count(room)
+
+    async def cluster_members(self, room: str | None = None) -> list[str]:
+        """List the member ids of every node of the cluster, or those in ``room``.
+
+        Without a backplane this is :meth:`members` (sorted). See :meth:`cluster_count`.
+
+        Cancellation: safe; nothing changes.
+
+        Args:
+            room: a room name, or ``None`` for every registered member.
+
+        Returns:
+            The member ids, sorted.
+
+        Raises:
+            rue_trio.exceptions.BackplaneError: the broker cannot be reached.
+        """
+        if self._backplane is None:
+            await trio.lowlevel.checkpoint()
+            return sorted(self.members(room))
+        return await self._backplane.cluster_members(room)
+
     def rooms(self) -> list[str]:
         """Return the names of the rooms that have members, in order of creation."""
         return list(self._rooms)
@@ -808,6 +959,7 @@ class Hub:
             evicted=self._evicted,
             inbox_queued=inbox.current_buffer_used,
             publishers_waiting=inbox.tasks_waiting_send,
+            backplane=None if self._backplane is None else self._backplane.statistics(),
         )
 
 
