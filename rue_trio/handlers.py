@@ -41,7 +41,14 @@ from .websocket import ConnectionConfig, WebSocketConn, open_websocket_conn
 if TYPE_CHECKING:
     from .app import Context
 
-__all__ = ["OnClose", "OnConnect", "OnError", "OnMessage", "WebSocketHandler"]
+__all__ = [
+    "SERVER_DEFLATE",
+    "OnClose",
+    "OnConnect",
+    "OnError",
+    "OnMessage",
+    "WebSocketHandler",
+]
 
 logger = logging.getLogger("rue_trio")
 
@@ -55,6 +62,16 @@ OnError: TypeAlias = Callable[[WebSocketConn, BaseException], Awaitable[None] | 
 """``on_error(conn, exc)``: a callback's exception, or what broke the connection."""
 
 _DEFAULT_CONFIG = ConnectionConfig()
+
+SERVER_DEFLATE = DeflateConfig(server_no_context_takeover=True, client_max_window_bits=12)
+"""The server's permessage-deflate settings for ``compression=True``.
+
+``server_no_context_takeover`` (RFC 7692 section 7.1.1.1) makes every outgoing message
+compress from a fresh state: an idle connection holds no compressor (zlib's state is
+about 256 KiB at the default window), and a hub compresses a broadcast once for all
+members instead of once per member. ``client_max_window_bits=12`` (section 7.1.2.2), when
+the client offers it (browsers do), bounds each inflater's window at 4 KiB.
+"""
 # How long on_close, and leaving the hub, may take once the connection has ended.
 _CLEANUP_TIMEOUT = 10.0
 
@@ -86,8 +103,8 @@ class WebSocketHandler:
         hub: a :class:`~rue_trio.hub.Hub`; each connection is registered on connect and
             removed from it, and from all its rooms, when it ends.
         subprotocols: the subprotocols this endpoint speaks, in order of preference.
-        compression: permessage-deflate: ``True`` (default settings), ``False``, or a
-            :class:`~rue_trio.protocol.DeflateConfig`.
+        compression: permessage-deflate: ``True`` (:data:`SERVER_DEFLATE`), ``False``,
+            or a :class:`~rue_trio.protocol.DeflateConfig`.
         max_message_size: the largest message accepted, after decompression; ``None``
             for no limit.
         allowed_origins: if given, the ``Origin`` values allowed to connect (protection
@@ -117,7 +134,7 @@ class WebSocketHandler:
         self.hub = hub
         self.subprotocols = tuple(subprotocols)
         if compression is True:
-            compression = DeflateConfig()
+            compression = SERVER_DEFLATE
         self.compression: DeflateConfig | None = compression or None
         self.max_message_size = max_message_size
         self.allowed_origins = None if allowed_origins is None else frozenset(allowed_origins)

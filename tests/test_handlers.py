@@ -276,3 +276,26 @@ async def test_server_keepalive_keeps_idle_connection(
         await conn.send_text("still alive")
         assert (await conn.receive()).data == "still alive"
         assert conn.statistics().pings_sent >= 10
+
+
+async def test_server_compressed_broadcast_is_compressed_once() -> None:
+    """RFC 7692 section 7.1.1.1: with server_no_context_takeover, one compression serves all."""
+    hub = Hub()
+    handler = WebSocketHandler(hub=hub)
+    app = app_with(handler)
+    app.add_background(hub.run)
+    text = "tick " * 200
+    async with (
+        open_test_app(app) as client,
+        client.websocket("/ws", compression=True) as a,
+        client.websocket("/ws", compression=True) as b,
+        client.websocket("/ws") as plain,
+    ):
+        await trio.testing.wait_all_tasks_blocked()
+        await hub.broadcast(TextMessage, text)
+        for conn in (a, b, plain):
+            assert (await conn.receive()).data == text
+        assert a.statistics().bytes_received < len(text) // 10
+        assert plain.statistics().bytes_received > len(text)
+        # One encoding for the two deflate members, one for the plain member.
+        assert hub.statistics().encodes == 2
