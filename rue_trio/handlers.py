@@ -222,7 +222,8 @@ class WebSocketHandler:
         if result is not None:
             await result
         else:
-            await trio.lowlevel.checkpoint()
+            # A cancellation point, not a schedule point: nothing to wait for.
+            await trio.lowlevel.checkpoint_if_cancelled()
 
     async def _receive(self, conn: WebSocketConn) -> None:
         """Deliver the messages to ``on_message``, one at a time, in order."""
@@ -248,7 +249,7 @@ class WebSocketHandler:
         except ConnectionClosedError as exc:
             await self._report(conn, exc)
         except ConnectionClosed:
-            await trio.lowlevel.checkpoint()  # a clean close: nothing to report
+            await trio.lowlevel.checkpoint_if_cancelled()  # a clean close: nothing to report
         except Exception as exc:
             # A callback failed: that connection, and only it, closes with 1011.
             await self._report(conn, exc)

@@ -267,7 +267,6 @@ class HTTPConnection:
             await trio.lowlevel.checkpoint()
 
     async def _serve(self, router: Router[H], dispatch: Dispatch[H]) -> None:
-        h = self._h11
         first = True
         while True:
             try:
@@ -299,6 +298,9 @@ class HTTPConnection:
                 self.remote_address,
                 body,
             )
+            # h11's event is not needed any more: not kept alive while the request
+            # runs (after an upgrade, for the WebSocket's whole life).
+            del received, event
             try:
                 await dispatch(self, request, lookup)
             except Exception:
@@ -313,6 +315,7 @@ class HTTPConnection:
                 return
             if self.status is None:
                 await self.respond(200)
+            h = self._h11
             if self._shutting_down or h.our_state is not h11.DONE or h.their_state is not h11.DONE:
                 return
             h.start_next_cycle()
@@ -534,12 +537,19 @@ class HTTPConnection:
             # The drain started while this handshake ran: the new protocol closes
             # itself (a WebSocket with 1001) when it sees the cancellation.
             self._scope.cancel()
-        return self._stream, self._h11.trailing_data[0]
+        trailing_data = self._h11.trailing_data[0]
+        # The stream is not HTTP any more: let h11's state go (about 1 KiB that an idle
+        # WebSocket would keep for its whole life). Nothing reads it after a 101: the
+        # response methods refuse first, and _fail only looks at it without a status.
+        del self._h11
+        return self._stream, trailing_data
 
     async def _fail(self, status: int, *, linger: bool = True) -> None:
         """Answer an error unless a response (or a 101) went out, then close gracefully."""
-        h = self._h11
-        if self.status is None and (h.our_state is h11.IDLE or h.our_state is h11.SEND_RESPONSE):
+        if self.status is None and (
+            self._h11.our_state is h11.IDLE or self._h11.our_state is h11.SEND_RESPONSE
+        ):
+            h = self._h11
             reason = _REASONS.get(status, b"")
             body = b"%d %s" % (status, reason)
             fields = [

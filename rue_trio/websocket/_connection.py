@@ -15,8 +15,10 @@ handshake is done, and a sans-I/O :class:`~rue_trio.protocol.Protocol`, in a
   close timeout), the connection is closed, and it tears everything down.
 * **writer**: waits for the :class:`~rue_trio.websocket.FrameQueue` to be non-empty,
   takes everything queued (up to 1 MiB, or one bigger frame) and writes it with a single
-  ``send_all``. The ``b""`` marker makes it end the transport: a half-close when the
-  stream allows it (the reader then waits for the peer's end), else ``aclose``.
+  ``send_all``. The ``b""`` marker makes it end the transport: after a complete closing
+  handshake it closes the stream at once (the peer sends nothing after its close frame);
+  when failing, a half-close when the stream allows it (the reader drains until the
+  peer's end, so that no reset destroys our close frame), else ``aclose``.
 * **keepalive**: a ping every ``ping_interval``; no pong within ``ping_timeout`` fails
   the connection with 1011. Time during which our reader waits on a full inbound buffer
   does not count: the pong may be waiting, unread, behind messages the application has
@@ -35,15 +37,16 @@ every ``inbound_queue`` messages (when the buffer runs dry) or ``outbound_queue_
 sends (when the queue fills). Yielding on every call, as a Trio memory channel does, made
 pipelined messages cost four times more CPU in our measurements: one system call each.
 
-Closing. Once a close frame went either way, the reader's read scope gets a deadline of
+Closing. Once a close frame went either way, the reader's scope gets a deadline of
 ``close_timeout``: the peer's close frame and the end of TCP must come by then, or the
 transport is aborted. A client waits for the server to close TCP (RFC 6455 section
 7.1.1); a server closes it as soon as the handshake completes (the core's ``b""``).
 
-Cancellation. The three tasks run inside shielded cancel scopes that only the connection
-cancels: when the task that owns the connection is cancelled (server shutdown), the
-context manager still performs the closing handshake with 1001, within
-``close_timeout``, and then lets ``Cancelled`` propagate. The tasks never raise into the
+Cancellation. The tasks run inside shielded cancel scopes that only the connection
+cancels (one each and no other per idle connection: a scope costs about 1 KiB). When
+the task that owns the connection is cancelled (server shutdown), the context manager
+still performs the closing handshake with 1001, within ``close_timeout``, and then lets
+``Cancelled`` propagate. The tasks never raise into the
 nursery: a failure is stored and becomes the ``__cause__`` of the
 :class:`~rue_trio.exceptions.ConnectionClosedError` the application sees.
 """
@@ -52,8 +55,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-from collections import deque
 from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, NoReturn
@@ -84,6 +85,20 @@ __all__ = ["HandshakeRequest", "WebSocketConn", "open_websocket_conn"]
 _MAX_WRITE = 1 << 20
 _TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 _DEFAULT_CONFIG = ConnectionConfig()
+
+# Connection ids come from a pool of random bits refilled 256 ids at a time: one system
+# call per 256 connections instead of one each. Still 64 random bits per id (unique across
+# processes and nodes for all practical purposes); a forked child starts a pool of its own.
+_ID_BATCH = 256
+_id_pool: list[str] = []
+os.register_at_fork(after_in_child=_id_pool.clear)
+
+
+def _new_id() -> str:
+    if not _id_pool:
+        digits = os.urandom(8 * _ID_BATCH).hex()
+        _id_pool.extend(digits[i : i + 16] for i in range(0, len(digits), 16))
+    return _id_pool.pop()
 
 
 class HandshakeRequest(TypingProtocol):
@@ -147,6 +162,43 @@ class WebSocketConn:
     called from the Trio run that opened the connection.
     """
 
+    # An idle server may hold many thousands of these: no per-instance dict.
+    __slots__ = (
+        "_bytes_received",
+        "_bytes_sent",
+        "_closed",
+        "_closed_event",
+        "_closing",
+        "_closing_first",
+        "_config",
+        "_connection_exc",
+        "_id",
+        "_inbound",
+        "_inbound_limit",
+        "_keepalive_scope",
+        "_last_rtt",
+        "_messages_received",
+        "_messages_sent",
+        "_out",
+        "_paused_since",
+        "_paused_total",
+        "_pings",
+        "_pings_sent",
+        "_protocol",
+        "_reader_done",
+        "_reader_scope",
+        "_receiver",
+        "_receiving",
+        "_remote_address",
+        "_request",
+        "_room_waiter",
+        "_stream",
+        "_stream_closed_by_us",
+        "_subprotocol",
+        "_trailing_data",
+        "_writer_scope",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -165,10 +217,12 @@ class WebSocketConn:
         self._request = request
         self._subprotocol = subprotocol
         self._remote_address = remote_address or _peer_address(stream)
-        # 64 random bits: unique across processes and nodes for all practical purposes.
-        self._id = secrets.token_hex(8)
+        self._id = _new_id()
         self._out = FrameQueue(config.outbound_queue_messages, config.outbound_queue_bytes)
-        self._inbound: deque[Message] = deque()
+        # A list, not a deque: it holds at most ``inbound_queue`` messages (16 by
+        # default), and an empty list costs 56 bytes where a deque allocates a 64-slot
+        # block: most connections are idle most of the time.
+        self._inbound: list[Message] = []
         self._inbound_limit = config.inbound_queue
         self._receiver = Waiter()  # the application waiting for a message
         self._room_waiter = Waiter()  # the reader waiting for room in the inbound buffer
@@ -180,13 +234,15 @@ class WebSocketConn:
         self._closing = False
         self._reader_done = False
         self._stream_closed_by_us = False
-        self._closed_event = trio.Event()
-        # The read scope bounds the closing handshake; the three shielded scopes keep the
-        # tasks alive through the owner's cancellation until the connection ends them.
-        self._read_scope = trio.CancelScope()
+        self._closed = False
+        # Created only when a task has to wait for the end.
+        self._closed_event: trio.Event | None = None
+        # The shielded scopes keep the tasks alive through the owner's cancellation until
+        # the connection ends them. The reader's deadline bounds the closing handshake;
+        # cancelling it is how the connection aborts (each scope costs about 1 KiB).
         self._reader_scope = trio.CancelScope(shield=True)
         self._writer_scope = trio.CancelScope(shield=True)
-        self._keepalive_scope = trio.CancelScope(shield=True)
+        self._keepalive_scope: trio.CancelScope | None = None
         self._paused_total = 0.0
         self._paused_since: float | None = None
         self._messages_received = 0
@@ -235,7 +291,7 @@ class WebSocketConn:
     @property
     def closed(self) -> bool:
         """Whether the connection is over: closing handshake done or aborted, transport closed."""
-        return self._closed_event.is_set()
+        return self._closed
 
     @property
     def close_code(self) -> int | None:
@@ -545,7 +601,7 @@ class WebSocketConn:
         inbound = self._inbound
         if not inbound:
             await self._wait_message()
-        message = inbound.popleft()
+        message = inbound.pop(0)
         if self._room_waiter.task is not None:
             self._room_waiter.wake()
         return message
@@ -596,7 +652,7 @@ class WebSocketConn:
                 await self._wait_message()
             except ConnectionClosedOK:
                 raise StopAsyncIteration from None
-        message = inbound.popleft()
+        message = inbound.pop(0)
         if self._room_waiter.task is not None:
             self._room_waiter.wake()
         return message
@@ -623,7 +679,7 @@ class WebSocketConn:
         """
         await checkpoint_if_cancelled()
         self._start_close(code, reason)
-        await self._closed_event.wait()
+        await self._wait_closed()
 
     async def aclose(self) -> None:
         """Close the connection with 1000: :meth:`close` under the Trio resource name.
@@ -659,13 +715,35 @@ class WebSocketConn:
     async def _raise_closed(self) -> NoReturn:
         # Wait for the end (bounded by the close timeout) so the exception says how the
         # connection ended, not how it was ending.
-        await self._closed_event.wait()
+        await self._wait_closed()
         raise self._closed_error()
+
+    async def _wait_closed(self) -> None:
+        """Wait for the end of the connection; no schedule point if it is over."""
+        if self._closed:
+            await checkpoint_if_cancelled()
+            return
+        event = self._closed_event
+        if event is None:
+            event = self._closed_event = trio.Event()
+        await event.wait()
+
+    def _set_closed(self) -> None:
+        self._closed = True
+        if self._closed_event is not None:
+            self._closed_event.set()
+
+    def _end_tasks(self) -> None:
+        """Cancel whatever of the connection's tasks still runs (after the close)."""
+        self._reader_scope.cancel()
+        self._writer_scope.cancel()
+        if self._keepalive_scope is not None:
+            self._keepalive_scope.cancel()
 
     def _abort(self, exc: BaseException) -> None:
         """End the connection because of ``exc``: the reader stops and tears down."""
         self._set_exc(exc)
-        self._read_scope.cancel()
+        self._reader_scope.cancel()
 
     # ----------------------------------------------------------------- the core
 
@@ -683,7 +761,7 @@ class WebSocketConn:
             # RFC 6455 section 5.5.1: no data frame may follow our close frame.
             out._stop_accepting()
             # Section 7.1.1: bound the wait for the peer's close frame and end of TCP.
-            self._read_scope.deadline = trio.current_time() + self._config.close_timeout
+            self._reader_scope.deadline = trio.current_time() + self._config.close_timeout
             if self._closing_first:
                 # The application asked to close: release a reader waiting for room.
                 self._room_waiter.wake()
@@ -691,16 +769,28 @@ class WebSocketConn:
     # ---------------------------------------------------------------------- tasks
 
     def _start(self, nursery: trio.Nursery) -> None:
-        nursery.start_soon(self._run_reader, name=f"websocket {self._id} reader")
-        nursery.start_soon(self._run_writer, name=f"websocket {self._id} writer")
+        # Constant task names: formatting one per task and connection costs time and
+        # memory; ``repr(conn)`` tells the connections apart.
+        nursery.start_soon(self._run_reader, name="rue_trio websocket reader")
+        nursery.start_soon(self._run_writer, name="rue_trio websocket writer")
         if self._config.ping_interval is not None:
-            nursery.start_soon(self._run_keepalive, name=f"websocket {self._id} keepalive")
+            self._keepalive_scope = trio.CancelScope(shield=True)
+            nursery.start_soon(self._run_keepalive, name="rue_trio websocket keepalive")
 
     async def _run_reader(self) -> None:
+        clean = False
         with self._reader_scope:
-            clean = False
             try:
                 clean = await self._read_loop()
+            except trio.Cancelled:
+                # The scope was cancelled: the writer failed, or the closing handshake
+                # timed out. A client that saw both close frames and waited
+                # close_timeout for the server to close TCP is not in error (RFC 6455
+                # section 7.1.1).
+                protocol = self._protocol
+                if protocol.close_rcvd is None or protocol.close_sent is None:
+                    self._set_exc(TimeoutError("the closing handshake timed out"))
+                raise
             except Exception as exc:
                 # A bug, not the peer's doing: background tasks never raise into the
                 # user's nursery; the failure becomes the ConnectionClosedError's cause.
@@ -718,48 +808,41 @@ class WebSocketConn:
         receiver = self._receiver
         data: bytes | bytearray = self._trailing_data
         self._trailing_data = b""
-        await trio.lowlevel.checkpoint()
-        with self._read_scope:
-            try:
-                while True:
-                    if data:
-                        self._bytes_received += len(data)
-                        protocol.receive_data(data)
-                        events = protocol.events_received()
-                        self._pump()
-                        if protocol.parser_exc is not None:
-                            self._set_exc(protocol.parser_exc)
-                        for event in events:
-                            if type(event) is Message:
-                                if len(inbound) >= limit and not self._closing_first:
-                                    await self._wait_inbound_room()
-                                if len(inbound) >= limit:
-                                    # We closed first and the application is not
-                                    # reading: drop what the peer sent after our close.
-                                    continue
-                                inbound.append(event)
-                                self._messages_received += 1
-                                if receiver.task is not None:
-                                    receiver.wake()
-                            elif type(event) is Pong:
-                                self._on_pong(event.data)
-                    data = await stream.receive_some(size)
-                    if not data:
-                        return True
-            except trio.ClosedResourceError as exc:
-                if self._stream_closed_by_us:
+        await checkpoint_if_cancelled()
+        try:
+            while True:
+                if data:
+                    self._bytes_received += len(data)
+                    protocol.receive_data(data)
+                    events = protocol.events_received()
+                    self._pump()
+                    if protocol.parser_exc is not None:
+                        self._set_exc(protocol.parser_exc)
+                    for event in events:
+                        if type(event) is Message:
+                            if len(inbound) >= limit and not self._closing_first:
+                                await self._wait_inbound_room()
+                            if len(inbound) >= limit:
+                                # We closed first and the application is not
+                                # reading: drop what the peer sent after our close.
+                                continue
+                            inbound.append(event)
+                            self._messages_received += 1
+                            if receiver.task is not None:
+                                receiver.wake()
+                        elif type(event) is Pong:
+                            self._on_pong(event.data)
+                data = await stream.receive_some(size)
+                if not data:
                     return True
-                self._set_exc(exc)
-                return False
-            except _TRANSPORT_ERRORS as exc:
-                self._set_exc(exc)
-                return False
-        # The read scope was cancelled: the writer failed, or the closing handshake
-        # timed out. A client that saw both close frames and waited close_timeout for the
-        # server to close TCP is not in error (RFC 6455 section 7.1.1).
-        if protocol.close_rcvd is None or protocol.close_sent is None:
-            self._set_exc(TimeoutError("the closing handshake timed out"))
-        return False
+        except trio.ClosedResourceError as exc:
+            if self._stream_closed_by_us:
+                return True
+            self._set_exc(exc)
+            return False
+        except _TRANSPORT_ERRORS as exc:
+            self._set_exc(exc)
+            return False
 
     async def _wait_inbound_room(self) -> None:
         """Wait while the inbound buffer is full, accounting the time as ours."""
@@ -796,7 +879,7 @@ class WebSocketConn:
                 break
 
     async def _teardown(self, clean: bool) -> None:
-        """End the connection: state CLOSED, wake everyone, close the transport."""
+        """End the connection: state CLOSED, close the transport, wake everyone."""
         try:
             self._protocol.receive_eof()
             # Nothing can be written any more.
@@ -804,23 +887,34 @@ class WebSocketConn:
             self._closing = True
             self._reader_done = True
             self._out._close()
-            self._receiver.wake()
             for waiter in self._pings.values():
                 waiter.event.set()
             self._pings.clear()
-            self._keepalive_scope.cancel()
-            self._stream_closed_by_us = True
-            if clean:
-                with trio.move_on_after(self._config.close_timeout):
-                    await self._stream.aclose()
+            if self._keepalive_scope is not None:
+                self._keepalive_scope.cancel()
+            if self._stream_closed_by_us:
+                # The writer closed it after the closing handshake.
+                await checkpoint_if_cancelled()
+            elif clean:
+                self._stream_closed_by_us = True
+                # Bounded by the reader's scope (no scope of its own: they cost).
+                scope = self._reader_scope
+                scope.deadline = min(
+                    scope.deadline, trio.current_time() + self._config.close_timeout
+                )
+                await self._stream.aclose()
             else:
+                self._stream_closed_by_us = True
                 await trio.aclose_forcefully(self._stream)
         finally:
-            self._closed_event.set()
+            # Woken once the transport is closed, the application finds the connection
+            # over and does not have to wait a second time.
+            self._receiver.wake()
+            self._set_closed()
 
     async def _run_writer(self) -> None:
         with self._writer_scope:
-            await trio.lowlevel.checkpoint()
+            await checkpoint_if_cancelled()
             try:
                 await self._write_loop()
             except _TRANSPORT_ERRORS as exc:
@@ -832,11 +926,11 @@ class WebSocketConn:
 
     async def _write_loop(self) -> None:
         out = self._out
-        frames = out._frames
         stream = self._stream
-        await trio.lowlevel.checkpoint()
+        # A cancellation point only: the first wait for frames is the schedule point.
+        await checkpoint_if_cancelled()
         while True:
-            if not frames:
+            if not out._frames:
                 if out._closed:
                     return
                 await out._writer.wait()
@@ -853,14 +947,23 @@ class WebSocketConn:
     async def _end_transport(self) -> None:
         """The core asked to close TCP: after the closing handshake, or after failing."""
         stream = self._stream
-        if isinstance(stream, trio.abc.HalfCloseableStream):
-            # A half-close sends our FIN and lets the reader see the peer's end.
+        protocol = self._protocol
+        if isinstance(stream, trio.abc.HalfCloseableStream) and (
+            protocol.close_rcvd is None or protocol.close_sent is None
+        ):
+            # Failing: the peer may still be sending. A half-close sends our FIN and lets
+            # the reader drain until the peer's end: closing with unread data would
+            # send a reset, and the peer could lose our close frame.
             await stream.send_eof()
         else:
+            # The closing handshake is complete (RFC 6455 section 7.1.1: the server closes
+            # TCP first): the peer sends nothing more, so close at once instead of
+            # waiting for its FIN; the reader then ends (its stream is closed by us).
             self._stream_closed_by_us = True
             await stream.aclose()
 
     async def _run_keepalive(self) -> None:
+        assert self._keepalive_scope is not None
         with self._keepalive_scope:
             await trio.lowlevel.checkpoint()
             try:
@@ -967,9 +1070,9 @@ async def open_websocket_conn(
             except BaseException as exc:
                 # Kept out of the nursery, so that it leaves unwrapped.
                 body_exc = exc
-            code, reason = _exit_code(body_exc)
-            with trio.CancelScope(shield=True):
-                await _shutdown(conn, code, reason)
+            if not conn._closed:
+                await _shutdown(conn, *_exit_code(body_exc))
+            conn._end_tasks()
     except BaseExceptionGroup as group:
         # Only reachable if a task let through what it must not catch (a
         # KeyboardInterrupt delivered to it).
@@ -993,10 +1096,11 @@ def _exit_code(exc: BaseException | None) -> tuple[int, str]:
 
 
 async def _shutdown(conn: WebSocketConn, code: int, reason: str) -> None:
-    """Close ``conn`` within its close timeout, then end whatever still runs."""
-    with trio.move_on_after(conn._config.close_timeout):
+    """Close ``conn`` within its close timeout.
+
+    Shielded: it runs when the owner task is cancelled too (then with 1001).
+    """
+    deadline = trio.current_time() + conn._config.close_timeout
+    with trio.CancelScope(shield=True, deadline=deadline):
         conn._start_close(code, reason)
-        await conn._closed_event.wait()
-    conn._reader_scope.cancel()
-    conn._writer_scope.cancel()
-    conn._keepalive_scope.cancel()
+        await conn._wait_closed()

@@ -161,6 +161,29 @@ async def test_server_peer_closes_first_server_ends_tcp(autojump_clock: MockCloc
         assert server.state is State.CLOSED
 
 
+async def test_server_handshake_complete_closes_tcp_without_waiting_for_peer_eof(
+    autojump_clock: MockClock,
+) -> None:
+    """RFC 6455 section 7.1.1: once both close frames went, the server closes TCP at once.
+
+    The peer sends nothing after its close frame, so the server does not wait for the
+    peer's end of the stream (this peer never sends it): the connection is over at once,
+    with no timeout and no error.
+    """
+    server_stream, client_stream = trio.testing.memory_stream_pair()
+    peer = RawPeer(client_stream, Role.CLIENT)
+    async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=QUIET) as server:
+        peer.protocol.send_close(1000, "done")
+        await peer.flush()
+        start = trio.current_time()
+        with pytest.raises(ConnectionClosedOK):
+            await server.receive()
+        assert trio.current_time() == start
+        assert server.closed
+        assert server.close_code == 1000
+    assert await peer.read_until_eof() == [CloseReceived(1000, "")]
+
+
 async def test_server_block_normal_exit_closes_1000(autojump_clock: MockClock) -> None:
     server_stream, client_stream = trio.testing.memory_stream_pair()
     async with open_websocket_conn(client_stream, Protocol(Role.CLIENT), config=QUIET) as client:

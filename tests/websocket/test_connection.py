@@ -318,6 +318,17 @@ async def test_server_attributes_given_and_defaults(autojump_clock: MockClock) -
         assert server.close_reason is None
 
 
+async def test_server_ids_unique_across_pool_refills(autojump_clock: MockClock) -> None:
+    """Ids come from a pool of random bits: distinct, 16 hex digits, past a refill."""
+    ids = set()
+    for _ in range(300):
+        server_stream, _client_stream = trio.testing.memory_stream_pair()
+        async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=QUIET) as conn:
+            assert re.fullmatch(r"[0-9a-f]{16}", conn.id)
+            ids.add(conn.id)
+    assert len(ids) == 300
+
+
 async def test_server_statistics_count_messages_and_bytes(autojump_clock: MockClock) -> None:
     async with conn_pair() as (server, client):
         await client.send_text("abc")

@@ -129,6 +129,27 @@ def test_queue_take_caps_batch_size_but_takes_one_big_frame() -> None:
     assert queue._take(100) == ([b"d" * 500], False)
 
 
+def test_queue_take_stops_at_transport_marker_keeps_what_follows() -> None:
+    """The batch ends at the "close the transport" marker, which is consumed."""
+    queue = FrameQueue()
+    queue.send_nowait(b"data")
+    queue._append_control(b"")
+    queue._frames.append(b"late")
+    assert queue._take(1 << 20) == ([b"data"], True)
+    assert len(queue) == 1
+    assert queue.statistics().queued_bytes == 0
+
+
+def test_queue_take_everything_leaves_queue_empty_and_usable() -> None:
+    queue = FrameQueue(max_frames=3, max_bytes=1000)
+    for frame in (b"a", b"bb", b"ccc"):
+        queue.send_nowait(frame)
+    assert queue._take(1 << 20) == ([b"a", b"bb", b"ccc"], False)
+    assert (len(queue), queue.statistics().queued_bytes) == (0, 0)
+    queue.send_nowait(b"d")
+    assert queue._take(1 << 20) == ([b"d"], False)
+
+
 def test_queue_close_drops_everything() -> None:
     queue = FrameQueue()
     queue.send_nowait(b"data")
