@@ -6,6 +6,7 @@ The public names are re-exported here; everything else is private.
 from .app import App, Context, default
 from .client import open_websocket, open_websocket_stream
 from .exceptions import (
+    BackplaneError,
     CloseFrame,
     ConnectError,
     ConnectionClosed,
@@ -35,6 +36,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "App",
+    "BackplaneError",
     "BinaryMessage",
     "CloseFrame",
     "ConnectError",

@@ -45,6 +45,7 @@ from typing import Final, Protocol, TypeAlias, TypeVar, overload
 
 import trio
 
+from rue_trio._workers import exit_with_parent, supervise_workers, worker_port
 from rue_trio.http import (
     ALL_METHODS,
     READ_SIZE,
@@ -611,6 +612,7 @@ class App:
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int | None = None,
         backlog: int | None = None,
+        reuse_port: bool = False,
         task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve HTTP (and WebSocket upgrades) until cancelled; use in a nursery.
@@ -625,6 +627,7 @@ class App:
             ssl_context: serve HTTPS/WSS with this server-side context.
             max_connections: the most connections served at once (more wait).
             backlog: the listen queue length.
+            reuse_port: set ``SO_REUSEPORT``: several processes may serve the port.
             task_status: receives the list of bound ``(host, port)``.
 
         Raises:
@@ -636,7 +639,7 @@ class App:
         1001, background services stop last; then the cancellation propagates.
         """
         server = self._server(ssl_context=ssl_context, max_connections=max_connections)
-        listeners = await open_listeners(host, port, backlog=backlog)
+        listeners = await open_listeners(host, port, backlog=backlog, reuse_port=reuse_port)
         await server.serve_listeners(listeners, task_status=task_status)
 
     async def serve_stream(
@@ -660,31 +663,50 @@ class App:
         *,
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int | None = None,
+        workers: int = 1,
     ) -> None:
         """Serve until Ctrl-C or SIGTERM, then shut down gracefully (Go's ``r.Run``).
 
         This starts Trio (``trio.run``) and blocks. If logging is not configured, the
         ``rue_trio`` logger gets a stderr handler at INFO level, so request logs show.
 
+        With ``workers=N`` (N > 1) this process starts N worker processes by running its
+        own command line again (``python app.py`` or ``python -m pkg.app``), each serving
+        the same port with ``SO_REUSEPORT``; the kernel spreads connections over them.
+        The code before ``app.run`` therefore runs in every worker, and each worker has
+        its own background services (its own hub: join them with a backplane). Ctrl-C
+        or SIGTERM stops them all gracefully. ``":0"`` picks one free port for all.
+
         Args:
             address: ``":8080"`` (every interface), ``"127.0.0.1:8080"``,
                 ``"[::1]:8080"``...
             ssl_context: serve HTTPS/WSS with this server-side context.
             max_connections: the most connections served at once.
+            workers: how many processes serve the port (see above).
 
         Raises:
-            ValueError: the address cannot be parsed.
+            ValueError: the address cannot be parsed, or ``workers`` is below 1.
             OSError: the address cannot be bound.
+            RuntimeError: a worker exited on its own (the others were stopped).
         """
         host, port = parse_address(address)
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers!r}")
         _configure_logging()
+        shared_port = worker_port()
+        if shared_port is None and workers > 1:
+            trio.run(
+                partial(supervise_workers, host, port, workers, grace=self.shutdown_timeout + 5)
+            )
+            return
         trio.run(
             partial(
                 self._run_until_signal,
                 host,
-                port,
+                port if shared_port is None else shared_port,
                 ssl_context=ssl_context,
                 max_connections=max_connections,
+                worker=shared_port is not None,
             )
         )
 
@@ -695,6 +717,7 @@ class App:
         *,
         ssl_context: ssl.SSLContext | None,
         max_connections: int | None,
+        worker: bool = False,
     ) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
@@ -705,8 +728,11 @@ class App:
                         port,
                         ssl_context=ssl_context,
                         max_connections=max_connections,
+                        reuse_port=worker,
                     )
                 )
+                if worker:
+                    nursery.start_soon(exit_with_parent, nursery.cancel_scope)
                 scheme = "https" if ssl_context is not None else "http"
                 for bound_host, bound_port in addresses:
                     _log.info(

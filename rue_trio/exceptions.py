@@ -14,6 +14,7 @@ The tree::
     │   └── NegotiationError          a subprotocol or extension could not be agreed on
     ├── InvalidURIError               a ws:// or wss:// URL that cannot be used
     ├── ConnectError                  client side: the TCP or TLS connection could not be made
+    ├── BackplaneError                the hub's backplane (such as Redis) failed or is unreachable
     └── ConnectionClosed              the connection is closed; see code and reason
         ├── ConnectionClosedOK        ... with 1000 or 1001 both ways
         └── ConnectionClosedError     ... any other way (1002, 1006, 1011, a lost TCP link)
@@ -30,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "BackplaneError",
     "CloseFrame",
     "ConnectError",
     "ConnectionClosed",
@@ -135,6 +137,13 @@ class InvalidURIError(RueTrioError, ValueError):
 
 class ConnectError(RueTrioError, OSError):
     """The client could not open the TCP (or TLS) connection to the server."""
+
+
+class BackplaneError(RueTrioError):
+    """The hub's backplane failed: the broker (such as Redis) is unreachable or refused us.
+
+    The broker client's own exception is kept as ``__cause__``.
+    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,7 +103,7 @@ def format_address(host: str, port: int) -> str:
 
 
 async def open_listeners(
-    host: str | None, port: int, *, backlog: int | None = None
+    host: str | None, port: int, *, backlog: int | None = None, reuse_port: bool = False
 ) -> list[trio.SocketListener]:
     """Open the TCP listeners for a host and port.
 
@@ -111,14 +111,46 @@ async def open_listeners(
         host: the interface to bind, or ``None`` for all of them (IPv4 and IPv6).
         port: the port; 0 picks a free one (per listener).
         backlog: the listen queue length, or ``None`` for Trio's default.
+        reuse_port: set ``SO_REUSEPORT``, so that several processes (workers) listen on
+            the same port and the kernel spreads the connections among them.
 
     Returns:
         The listeners, one per address the host resolves to.
 
     Raises:
-        OSError: the address cannot be bound.
+        OSError: the address cannot be bound, or ``SO_REUSEPORT`` is not available on
+            this platform.
     """
-    return await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    if not reuse_port:
+        return await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    reuse = getattr(trio.socket, "SO_REUSEPORT", None)
+    if reuse is None:
+        await trio.lowlevel.checkpoint()
+        raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available on this platform")
+    addresses = await trio.socket.getaddrinfo(
+        host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
+    )
+    listeners: list[trio.SocketListener] = []
+    try:
+        for family, type_, proto, _, address in addresses:
+            sock = trio.socket.socket(family, type_, proto)
+            try:
+                sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+                sock.setsockopt(trio.socket.SOL_SOCKET, reuse, 1)
+                if family == trio.socket.AF_INET6:
+                    # As trio.open_tcp_listeners: the IPv4 socket serves IPv4.
+                    sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
+                await sock.bind(address)
+                sock.listen(backlog if backlog is not None else 0xFFFF)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    return listeners
 
 
 def _remote_address(stream: trio.abc.Stream) -> tuple[str, int] | None:

@@ -6,15 +6,29 @@ It knows a connection only through the :class:`Member` port: an id, an encode ke
 non-blocking way to offer it frames.
 """
 
+from ._backplane import (
+    Backplane,
+    BackplaneSink,
+    BackplaneStatistics,
+    Envelope,
+    pack_envelope,
+    unpack_envelope,
+)
 from ._events import HubStatistics, PresenceEvent, PresenceKind
 from ._hub import Hub
 from ._member import PLAIN, Member
 
 __all__ = [
     "PLAIN",
+    "Backplane",
+    "BackplaneSink",
+    "BackplaneStatistics",
+    "Envelope",
     "Hub",
     "HubStatistics",
     "Member",
     "PresenceEvent",
     "PresenceKind",
+    "pack_envelope",
+    "unpack_envelope",
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from ._backplane import BackplaneStatistics
+
 __all__ = ["HubStatistics", "PresenceEvent", "PresenceKind"]
 
 
@@ -51,6 +53,7 @@ class HubStatistics:
         evicted: members evicted as slow consumers under the ``"close"`` policy.
         inbox_queued: commands waiting in the inbox.
         publishers_waiting: tasks waiting for room in the full inbox.
+        backplane: the backplane's counters, or ``None`` without a backplane.
     """
 
     members: int
@@ -62,3 +65,4 @@ class HubStatistics:
     evicted: int
     inbox_queued: int
     publishers_waiting: int
+    backplane: BackplaneStatistics | None = None

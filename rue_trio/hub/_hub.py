@@ -378,12 +378,19 @@ class Hub:
         # Other nodes' broadcasts join the local commands in the one FIFO inbox: waiting
         # for room here pushes back into the bounded remote buffer, where the backplane
         # drops (and counts) rather than let a flood grow memory.
+        # Like broadcast(), it yields only when the inbox is full: a burst read from Redis
+        # moves into the inbox at the reader's pace instead of one message per schedule.
         send = self._inbox_send.send
+        send_nowait = self._inbox_send.send_nowait
         try:
             async for envelope in remote:
-                await send(
-                    _Broadcast(envelope.type, envelope.data, envelope.room, envelope.exclude, True)
+                command = _Broadcast(
+                    envelope.type, envelope.data, envelope.room, envelope.exclude, True
                 )
+                try:
+                    send_nowait(command)
+                except trio.WouldBlock:
+                    await send(command)
         except trio.BrokenResourceError:
             await trio.lowlevel.checkpoint()
 

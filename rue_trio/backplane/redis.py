@@ -1,0 +1,580 @@
+"""A hub backplane over Redis pub/sub, through coredis: hubs in many processes as one.
+
+This is the only module of rue_trio that imports coredis (and, through it, anyio, which
+runs on Trio). Install it with the ``redis`` extra: ``pip install rue_trio[redis]``.
+
+Theory of operation
+===================
+
+:meth:`RedisBackplane.run` (started by the hub) owns three tasks and one coredis client:
+
+* the **subscriber** holds one pub/sub connection, named ``<namespace>:<node>:sub`` with
+  ``CLIENT SETNAME``. It follows the "everyone" channel ``<ns>:bc`` always and a room's
+  channel ``<ns>:bc:r:<room>`` only while this node has local members in the room. It
+  drops this node's own envelopes (the origin node id is in the header), and offers the
+  others to the hub's bounded buffer with ``send_nowait``: a full buffer drops the
+  envelope and counts it (``dropped_inbound``), so a flood from Redis cannot grow memory
+  (coredis's own queue is drained at once by this task, which never waits).
+* the **publisher** takes the envelopes the hub queued (a bounded channel:
+  ``publish`` never waits; a full queue drops and counts, ``dropped_outbound``) and
+  sends everything queued as one pipeline on one connection, so one node's messages
+  reach every other node in the order the hub published them.
+* the **presence** task writes this node's members to Redis: a set of member ids for
+  everyone and one per room, under ``<ns>:p:<node>...``, each with a TTL, and the node in
+  the sorted set ``<ns>:nodes`` scored by the time its heartbeat expires. Changes are
+  batched; a heartbeat every ``heartbeat_interval`` refreshes the TTLs. A node that dies
+  stops refreshing: its members drop out of the cluster's counts within
+  ``presence_ttl`` seconds. A node that stops cleanly removes its keys.
+
+Faults. The first connection is checked at start: if Redis cannot be reached after
+``connect_attempts`` tries, :meth:`run` raises :class:`BackplaneError`. Afterwards a lost
+connection is re-established with exponential backoff (``reconnect_min`` doubling up to
+``reconnect_max``), the subscriptions are restored and presence is rewritten in full;
+local delivery never waits for any of it. Envelopes published while the link is down are
+counted as ``lost``: delivery across nodes is at most once. coredis and anyio errors are
+translated here into :class:`BackplaneError` (with the original as ``__cause__``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from typing import Any, Final
+
+import anyio
+import coredis
+import coredis.exceptions
+import trio
+
+from rue_trio.exceptions import BackplaneError
+from rue_trio.hub import (
+    BackplaneSink,
+    BackplaneStatistics,
+    Envelope,
+    pack_envelope,
+    unpack_envelope,
+)
+
+__all__ = ["RedisBackplane"]
+
+# Errors that mean "the link to Redis is broken (or was never made)".
+_LINK_ERRORS: Final = (
+    coredis.exceptions.RedisError,
+    OSError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+    TimeoutError,
+)
+_ORIGIN: Final = slice(3, 19)  # the origin node id in a packed envelope
+
+
+def _link_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or every leaf of an exception group) is a broken Redis link."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_link_error(inner) for inner in exc.exceptions)
+    return isinstance(exc, _LINK_ERRORS)
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+class RedisBackplane:
+    """A :class:`rue_trio.hub.Backplane` over Redis pub/sub.
+
+    ::
+
+        hub = Hub(backplane=RedisBackplane("redis://127.0.0.1:6379", namespace="chat"))
+
+    Args:
+        url: the Redis URL (``redis://host:port/db``, ``rediss://`` for TLS).
+        namespace: the prefix of every channel and key: nodes with the same namespace
+            on the same Redis form one cluster.
+        connect_attempts: how many times to try the first connection before
+            :meth:`run` raises :class:`BackplaneError`.
+        reconnect_min: the first delay before reconnecting, in seconds.
+        reconnect_max: the longest delay between reconnection attempts, in seconds.
+        presence_ttl: seconds after its last heartbeat that a node's members still count.
+        heartbeat_interval: seconds between heartbeats; defaults to a third of
+            ``presence_ttl``.
+        outbound_size: how many envelopes may wait for the publisher.
+        connect_timeout: seconds to wait for a TCP connection to Redis.
+
+    Raises:
+        ValueError: a bound or a duration is not positive, or the heartbeat is not
+            shorter than the TTL.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379",
+        *,
+        namespace: str = "rue",
+        connect_attempts: int = 1,
+        reconnect_min: float = 0.05,
+        reconnect_max: float = 5.0,
+        presence_ttl: float = 15.0,
+        heartbeat_interval: float | None = None,
+        outbound_size: int = 8192,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        if heartbeat_interval is None:
+            heartbeat_interval = presence_ttl / 3
+        if min(connect_attempts, outbound_size) < 1:
+            raise ValueError("connect_attempts and outbound_size must be at least 1")
+        if min(reconnect_min, reconnect_max, presence_ttl, heartbeat_interval) <= 0:
+            raise ValueError("durations must be positive")
+        if heartbeat_interval >= presence_ttl:
+            raise ValueError("heartbeat_interval must be shorter than presence_ttl")
+        self._url = url
+        self._namespace = namespace
+        self._connect_attempts = connect_attempts
+        self._reconnect_min = reconnect_min
+        self._reconnect_max = reconnect_max
+        self._ttl = presence_ttl
+        self._heartbeat = heartbeat_interval
+        self._connect_timeout = connect_timeout
+        self._node = uuid.uuid4().bytes
+        self._node_hex = self._node.hex()
+        self._everyone_channel = f"{namespace}:bc".encode()
+        self._room_prefix = f"{namespace}:bc:r:".encode()
+        self._nodes_key = f"{namespace}:nodes"
+        self._out_send, self._out_receive = trio.open_memory_channel[Envelope](outbound_size)
+        # Subscriptions: what the hub wants, what Redis confirmed, and who waits.
+        self._wanted: set[str] = set()
+        self._active: set[str] = set()
+        self._changed = trio.Event()
+        self._settled = trio.Event()
+        self._connected = False
+        # Presence: the local mirror, and the changes not yet written.
+        self._members: dict[str | None, set[str]] = {None: set()}
+        self._pending: dict[str | None, dict[str, bool]] = {}
+        self._rewrite = True
+        self._dirty = trio.Event()
+        self._started = False
+        self._command_client: coredis.Redis[bytes] | None = None
+        self._published = 0
+        self._received = 0
+        self._delivered = 0
+        self._dropped_inbound = 0
+        self._dropped_outbound = 0
+        self._lost = 0
+        self._reconnects = 0
+
+    # ------------------------------------------------------------------ the port
+
+    @property
+    def node_id(self) -> bytes:
+        """This node's 16-byte id (random, new for every backplane)."""
+        return self._node
+
+    @property
+    def client_name(self) -> str:
+        """The ``CLIENT SETNAME`` prefix of this node's Redis connections."""
+        return f"{self._namespace}:{self._node_hex}"
+
+    def publish(self, envelope: Envelope) -> None:
+        """Queue an envelope for the publisher; drop and count it if the queue is full.
+
+        Args:
+            envelope: the broadcast.
+        """
+        try:
+            self._out_send.send_nowait(envelope)
+        except trio.WouldBlock:
+            self._dropped_outbound += 1
+        except trio.ClosedResourceError:
+            self._lost += 1
+
+    def subscribe_room(self, room: str) -> None:
+        """Follow the room's channel from now on (applied by the subscriber task).
+
+        Args:
+            room: the room.
+        """
+        self._wanted.add(room)
+        self._changed.set()
+
+    def unsubscribe_room(self, room: str) -> None:
+        """Stop following the room's channel (applied by the subscriber task).
+
+        Args:
+            room: the room.
+        """
+        self._wanted.discard(room)
+        self._changed.set()
+
+    def presence_add(self, member_id: str, room: str | None) -> None:
+        """Record a local member in everyone (``room`` ``None``) or in a room.
+
+        Args:
+            member_id: the member's id.
+            room: the room, or ``None``.
+        """
+        members = self._members.get(room)
+        if members is None:
+            members = self._members[room] = set()
+        members.add(member_id)
+        self._pending.setdefault(room, {})[member_id] = True
+        self._dirty.set()
+
+    def presence_remove(self, member_id: str, room: str | None) -> None:
+        """Forget a local member in everyone (``room`` ``None``) or in a room.
+
+        Args:
+            member_id: the member's id.
+            room: the room, or ``None``.
+        """
+        members = self._members.get(room)
+        if members is not None:
+            members.discard(member_id)
+            if not members and room is not None:
+                del self._members[room]
+        self._pending.setdefault(room, {})[member_id] = False
+        self._dirty.set()
+
+    async def synced(self) -> None:
+        """Wait until Redis confirmed the subscriptions wanted so far, or the link is down.
+
+        Cancellation: safe; nothing changes.
+        """
+        while self._connected and self._wanted != self._active:
+            await self._settled.wait()
+        await trio.lowlevel.checkpoint()
+
+    async def cluster_count(self, room: str | None) -> int:
+        """Count the members of every live node (or in ``room``); see the port.
+
+        Cancellation: safe; nothing changes.
+
+        Args:
+            room: the room, or ``None`` for everyone.
+
+        Returns:
+            The number of members.
+
+        Raises:
+            BackplaneError: Redis cannot be reached.
+        """
+        own = len(self._members.get(room, ()))
+        counts = await self._query_others(room, "SCARD")
+        return own + sum(int(count) for count in counts)
+
+    async def cluster_members(self, room: str | None) -> list[str]:
+        """List the member ids of every live node (or in ``room``), sorted; see the port.
+
+        Cancellation: safe; nothing changes.
+
+        Args:
+            room: the room, or ``None`` for everyone.
+
+        Returns:
+            The member ids, sorted.
+
+        Raises:
+            BackplaneError: Redis cannot be reached.
+        """
+        found = set(self._members.get(room, ()))
+        for members in await self._query_others(room, "SMEMBERS"):
+            found.update(_text(member) for member in members)
+        return sorted(found)
+
+    def statistics(self) -> BackplaneStatistics:
+        """Return a snapshot of the backplane's counters."""
+        return BackplaneStatistics(
+            connected=self._connected,
+            published=self._published,
+            received=self._received,
+            delivered=self._delivered,
+            dropped_inbound=self._dropped_inbound,
+            dropped_outbound=self._dropped_outbound,
+            lost=self._lost,
+            reconnects=self._reconnects,
+            subscriptions=len(self._active),
+        )
+
+    # ------------------------------------------------------------------ running
+
+    async def run(
+        self, sink: BackplaneSink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Connect to Redis, then carry envelopes and presence until cancelled.
+
+        Cancellation: the way to stop. This node's presence keys are removed (shielded,
+        bounded by ``connect_timeout``), then the connections close.
+
+        Args:
+            sink: where other nodes' broadcasts go (the hub's bounded buffer).
+            task_status: ``started()`` once Redis answered and the "everyone" channel
+                is subscribed.
+
+        Raises:
+            BackplaneError: Redis cannot be reached at start, after ``connect_attempts``
+                tries.
+            RuntimeError: this backplane has already run.
+        """
+        if self._started:
+            raise RuntimeError("a RedisBackplane serves one hub and runs once")
+        self._started = True
+        client = self._client("cmd")
+        try:
+            async with client:
+                await self._first_contact(client)
+                self._command_client = client
+                try:
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(self._subscriber, sink)
+                        nursery.start_soon(self._publisher, client)
+                        nursery.start_soon(self._presence, client)
+                        task_status.started()
+                finally:
+                    self._connected = False
+                    self._command_client = None
+                    self._out_send.close()
+                    with trio.move_on_after(self._connect_timeout) as scope:
+                        scope.shield = True
+                        await self._remove_presence(client)
+        except BaseExceptionGroup as group:
+            cancelled, rest = group.split(trio.Cancelled)
+            if cancelled is not None and (rest is None or _link_error(rest)):
+                # Cancelled while coredis tore its connections down: its own cleanup
+                # then fails on the closed connection; the cancellation is what counts.
+                raise cancelled from None
+            if _link_error(group):
+                raise BackplaneError(f"Redis at {self._url} failed: {_leaf(group)}") from _leaf(
+                    group
+                )
+            raise
+        except Exception as exc:
+            if _link_error(exc):
+                raise BackplaneError(f"Redis at {self._url} failed: {exc}") from exc
+            raise
+
+    def _client(self, role: str) -> coredis.Redis[bytes]:
+        return coredis.Redis.from_url(
+            self._url,
+            decode_responses=False,
+            client_name=f"{self.client_name}:{role}",
+            connect_timeout=self._connect_timeout,
+        )
+
+    async def _first_contact(self, client: coredis.Redis[bytes]) -> None:
+        await trio.lowlevel.checkpoint()
+        delay = self._reconnect_min
+        for attempt in range(1, self._connect_attempts + 1):
+            try:
+                await client.ping()
+                return
+            except Exception as exc:
+                if not _link_error(exc):
+                    raise
+                if attempt == self._connect_attempts:
+                    raise BackplaneError(
+                        f"cannot reach Redis at {self._url} "
+                        f"({attempt} attempt{'s' if attempt > 1 else ''}): {_leaf(exc)}"
+                    ) from _leaf(exc)
+            await trio.sleep(delay)
+            delay = min(delay * 2, self._reconnect_max)
+
+    def _room_channel(self, room: str) -> bytes:
+        return self._room_prefix + room.encode()
+
+    async def _subscriber(
+        self, sink: BackplaneSink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        delay = self._reconnect_min
+        first = True
+        while True:
+            client = self._client("sub")
+            try:
+                async with client, trio.open_nursery() as nursery:
+                    pubsub = client.pubsub(
+                        ignore_subscribe_messages=True, retry_policy=None, max_idle_seconds=5
+                    )
+                    async with pubsub:
+                        await pubsub.subscribe(self._everyone_channel)
+                        self._active = set()
+                        self._connected = True
+                        if first:
+                            first = False
+                            task_status.started()
+                        else:
+                            self._reconnects += 1
+                        delay = self._reconnect_min
+                        self._changed.set()
+                        nursery.start_soon(self._follow_rooms, pubsub)
+                        await self._read(pubsub, sink)
+                        nursery.cancel_scope.cancel()
+                return
+            except Exception as exc:
+                if not _link_error(exc):
+                    raise
+            self._disconnected()
+            await trio.sleep(delay)
+            delay = min(delay * 2, self._reconnect_max)
+
+    def _disconnected(self) -> None:
+        self._connected = False
+        self._active = set()
+        self._rewrite = True
+        # Wake the waiters of synced(): the link is down, there is nothing to wait for.
+        self._settled.set()
+        self._settled = trio.Event()
+
+    async def _follow_rooms(self, pubsub: Any) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed = trio.Event()
+            while self._wanted != self._active:
+                wanted = set(self._wanted)
+                add = wanted - self._active
+                remove = self._active - wanted
+                if add:
+                    await pubsub.subscribe(*(self._room_channel(room) for room in add))
+                if remove:
+                    await pubsub.unsubscribe(*(self._room_channel(room) for room in remove))
+                self._active = wanted
+            self._settled.set()
+            self._settled = trio.Event()
+
+    async def _read(self, pubsub: Any, sink: BackplaneSink) -> None:
+        node = self._node
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True)
+            if message is None or message["type"] != "message":
+                continue
+            data = message["data"]
+            if not isinstance(data, bytes) or data[_ORIGIN] == node:
+                continue
+            self._received += 1
+            try:
+                envelope = unpack_envelope(data)
+            except ValueError:
+                self._dropped_inbound += 1
+                continue
+            try:
+                sink.send_nowait(envelope)
+            except trio.WouldBlock:
+                self._dropped_inbound += 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            else:
+                self._delivered += 1
+
+    async def _publisher(self, client: coredis.Redis[bytes]) -> None:
+        receive = self._out_receive
+        everyone = self._everyone_channel
+        async for first in receive:
+            batch = [first]
+            while len(batch) < 512:
+                try:
+                    batch.append(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            if not self._connected:
+                self._lost += len(batch)
+                continue
+            try:
+                async with client.pipeline(transaction=False) as pipe:
+                    for envelope in batch:
+                        room = envelope.room
+                        channel = everyone if room is None else self._room_channel(room)
+                        pipe.publish(channel, pack_envelope(envelope))
+            except Exception as exc:
+                if not _link_error(exc):
+                    raise
+                self._lost += len(batch)
+            else:
+                self._published += len(batch)
+
+    def _key(self, node_hex: str, room: str | None) -> str:
+        base = f"{self._namespace}:p:{node_hex}"
+        return base if room is None else f"{base}:r:{room}"
+
+    async def _presence(self, client: coredis.Redis[bytes]) -> None:
+        while True:
+            with trio.move_on_after(self._heartbeat):
+                await self._dirty.wait()
+            self._dirty = trio.Event()
+            try:
+                await self._write_presence(client)
+            except Exception as exc:
+                if not _link_error(exc):
+                    raise
+                self._rewrite = True
+                await trio.sleep(self._reconnect_min)
+
+    async def _write_presence(self, client: coredis.Redis[bytes]) -> None:
+        ttl_ms = math.ceil(self._ttl * 1000)
+        rewrite, self._rewrite = self._rewrite, False
+        pending, self._pending = self._pending, {}
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                if rewrite:
+                    for room, members in self._members.items():
+                        key = self._key(self._node_hex, room)
+                        pipe.delete([key])
+                        if members:
+                            pipe.sadd(key, list(members))
+                else:
+                    for room, changes in pending.items():
+                        key = self._key(self._node_hex, room)
+                        added = [m for m, present in changes.items() if present]
+                        removed = [m for m, present in changes.items() if not present]
+                        if added:
+                            pipe.sadd(key, added)
+                        if removed:
+                            pipe.srem(key, removed)
+                for room in self._members:
+                    pipe.pexpire(self._key(self._node_hex, room), ttl_ms)
+                now = time.time()
+                pipe.zadd(self._nodes_key, {self._node_hex: now + self._ttl})
+                pipe.zremrangebyscore(self._nodes_key, -math.inf, now)
+        except BaseException:
+            # Not written: write everything next time.
+            self._rewrite = True
+            raise
+
+    async def _remove_presence(self, client: coredis.Redis[bytes]) -> None:
+        await trio.lowlevel.checkpoint()
+        keys = [self._key(self._node_hex, room) for room in self._members]
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.zrem(self._nodes_key, [self._node_hex])
+                pipe.delete(keys)
+        except Exception as exc:
+            if not _link_error(exc):
+                raise
+
+    async def _query_others(self, room: str | None, command: str) -> list[Any]:
+        client = self._command_client
+        if client is None:
+            await trio.lowlevel.checkpoint()
+            raise BackplaneError("the backplane is not running")
+        try:
+            nodes = await client.zrange(
+                self._nodes_key, repr(time.time()), "+inf", sortby=coredis.PureToken.BYSCORE
+            )
+            others = [name for n in nodes if (name := _text(n)) != self._node_hex]
+            if not others:
+                return []
+            async with client.pipeline(transaction=False) as pipe:
+                results = [
+                    pipe.scard(self._key(n, room))
+                    if command == "SCARD"
+                    else pipe.smembers(self._key(n, room))
+                    for n in others
+                ]
+            return [await result for result in results]
+        except Exception as exc:
+            if not _link_error(exc):
+                raise
+            raise BackplaneError(f"Redis at {self._url} failed: {_leaf(exc)}") from _leaf(exc)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
