@@ -46,6 +46,7 @@ from typing import Final, Generic, TypeAlias, TypeVar
 
 import trio
 
+from rue_trio._groups import single_failure
 from rue_trio.http import Dispatch, HTTPConnection, HTTPLimits, Router
 
 __all__ = ["BackgroundService", "Server", "format_address", "open_listeners", "parse_address"]
@@ -162,19 +163,6 @@ def _remote_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
         if isinstance(peer, tuple):
             return str(peer[0]), int(peer[1])
     return None
-
-
-def _single_failure(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The only exception in ``group`` that is not a cancellation, if there is one."""
-    failures: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        elif not isinstance(exc, trio.Cancelled):
-            failures.append(exc)
-    return failures[0] if len(failures) == 1 else None
 
 
 class _ConnectionSet:
@@ -322,7 +310,7 @@ class Server(Generic[H]):
         except BaseExceptionGroup as group:
             # One failure (a background service that cannot start, an accept error)
             # comes out as itself, not wrapped in the groups of our nurseries.
-            failure = _single_failure(group)
+            failure = single_failure(group)
             if failure is None:
                 raise
             raise failure from None

@@ -70,6 +70,7 @@ from typing import Final, Literal
 import trio
 import trio.lowlevel
 
+from rue_trio._groups import single_failure
 from rue_trio.exceptions import ConnectionClosed
 from rue_trio.protocol import MessageType, encode_message
 
@@ -222,19 +223,6 @@ def _offer_except(
             failed.append((member_id, False))
 
 
-def _single_failure(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The only exception in ``group`` that is not a cancellation, if there is one."""
-    failures: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        elif not isinstance(exc, trio.Cancelled):
-            failures.append(exc)
-    return failures[0] if len(failures) == 1 else None
-
-
 def _stopped_error() -> trio.BrokenResourceError:
     return trio.BrokenResourceError("the hub has stopped")
 
@@ -369,7 +357,7 @@ class Hub:
                 await self._serve()
         except BaseExceptionGroup as group:
             # One failure (the backplane cannot connect) comes out as itself, cause kept.
-            failure = _single_failure(group)
+            failure = single_failure(group)
             if failure is None:
                 raise
             raise failure from failure.__cause__
