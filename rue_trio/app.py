@@ -719,6 +719,12 @@ class App:
         max_connections: int | None,
         worker: bool = False,
     ) -> None:
+        if worker:
+            # A worker may get the signal twice (from the terminal's process group and
+            # forwarded by the parent): once it is draining, the second one must not
+            # become a KeyboardInterrupt when the receiver below restores the handlers.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 addresses = await nursery.start(
