@@ -134,6 +134,8 @@ class Protocol:
         self._reading = True
         self._events: list[Event] = []
         self._out: list[bytes] = []
+        # Where the pong not yet collected by data_to_send() sits in _out, if any.
+        self._pong_at: int | None = None
         # The message being reassembled: its type, parts, size, compression, decoder.
         self._frag_type: MessageType | None = None
         self._text_parts: list[str] = []
@@ -220,6 +222,9 @@ class Protocol:
                     raise ProtocolError("RSV1 set on a control frame")
                 if opcode > 10:
                     raise ProtocolError(f"reserved opcode {opcode:#x}")
+            elif opcode > 2:
+                # Section 5.2: opcodes 0x3-0x7 are reserved; refuse before the payload.
+                raise ProtocolError(f"reserved opcode {opcode:#x}")
             elif max_size is not None:
                 # Section 10.4: refuse an oversized message before buffering it. Once
                 # compressed, only the frame's wire size is known here; the codec checks
@@ -284,11 +289,17 @@ class Protocol:
         elif opcode == 9:
             self._events.append(Ping(payload))
             if self.close_sent is None:
-                self._out.append(self._encode(Opcode.PONG, payload))
-        elif opcode == 10:
+                pong = self._encode(Opcode.PONG, payload)
+                # Section 5.5.3: of several pings not yet answered, answering the most
+                # recent is enough. One pong at most waits in the output, so a peer that
+                # floods pings and never reads cannot make us queue a pong per ping.
+                if self._pong_at is None:
+                    self._pong_at = len(self._out)
+                    self._out.append(pong)
+                else:
+                    self._out[self._pong_at] = pong
+        else:  # opcode 10; the header check refused every other value
             self._events.append(Pong(payload))
-        else:
-            raise ProtocolError(f"reserved opcode {opcode:#x}")
 
     def _data_frame(self, payload: bytes, fin: int) -> None:
         """Add one frame's payload to the message being assembled."""
@@ -367,6 +378,7 @@ class Protocol:
         """
         out = self._out
         self._out = []
+        self._pong_at = None
         return out
 
     def close_expected(self) -> bool:

@@ -630,3 +630,27 @@ def test_server_receive_compressed_fragments_without_limit() -> None:
     client.send_continuation(b"cd" * 1000, fin=False)
     client.send_continuation(b"", fin=True)
     assert transfer(client, server) == [Message(MessageType.BINARY, b"ab" * 1000 + b"cd" * 1000)]
+
+
+def test_server_receive_ping_flood_answers_only_the_latest() -> None:
+    """5.5.3: of pings not yet answered, a pong to the most recent one is enough."""
+    server, events = server_receives(b"".join(raw_frame(0x9, b"%d" % i) for i in range(1000)))
+    assert len(events) == 1000
+    assert server.data_to_send() == [b"\x8a\x03999"]
+    server.receive_data(raw_frame(0x9, b"next"))
+    assert server.data_to_send() == [b"\x8a\x04next"]
+
+
+def test_server_receive_ping_then_close_keeps_pong_before_echo() -> None:
+    """5.5.3 and 5.5.1: the pong keeps its place before the close echo."""
+    data = raw_frame(0x9, b"a") + raw_frame(0x9, b"b") + raw_frame(0x8, close_payload(1000))
+    server, _ = server_receives(data)
+    assert server.data_to_send() == [b"\x8a\x01b", b"\x88\x02\x03\xe8", b""]
+
+
+@pytest.mark.parametrize("opcode", [3, 7])
+def test_server_receive_reserved_data_opcode_fails_from_header(opcode: int) -> None:
+    """5.2: a reserved opcode is refused from the header, before its payload is buffered."""
+    server = Protocol(Role.SERVER, max_message_size=None)
+    server.receive_data(raw_frame(opcode, b"x" * 100_000)[:14])
+    assert_failed(server, 1002, ProtocolError)
