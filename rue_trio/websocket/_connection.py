@@ -339,7 +339,8 @@ class WebSocketConn:
         deflate = protocol.deflate
         if deflate is None:
             return encode_message
-        return deflate.shared_key if deflate.shareable else None
+        # min_size too: it decides which messages are compressed at all.
+        return (*deflate.shared_key, deflate.min_size) if deflate.shareable else None
 
     def encode(self, type: MessageType, data: str | bytes) -> bytes:
         """Return this connection's frame for one message, without queueing it.
@@ -456,7 +457,7 @@ class WebSocketConn:
             if out._accepting:
                 await out._wait_room()
             if not out._accepting:
-                await self._raise_closed()
+                await self._raise_closed_to_sender()
         # No checkpoint from here on: the message is encoded and queued at once.
         frame = self._protocol.encode(message_type, data)
         out._frames.append(frame)
@@ -544,7 +545,7 @@ class WebSocketConn:
         """
         await checkpoint_if_cancelled()
         if self._protocol.state is not State.OPEN:
-            await self._raise_closed()
+            await self._raise_closed_to_sender()
         if data is None:
             data = self._fresh_ping_payload()
         elif data in self._pings:
@@ -718,6 +719,16 @@ class WebSocketConn:
         await self._wait_closed()
         raise self._closed_error()
 
+    async def _raise_closed_to_sender(self) -> NoReturn:
+        protocol = self._protocol
+        if protocol.close_rcvd is None and protocol.parser_exc is None:
+            await self._raise_closed()
+        # The peer closed, or broke the protocol: how it ends is known already. Waiting
+        # for the end here could deadlock: the reader may be waiting for this very task
+        # to take messages from a full inbound buffer.
+        await checkpoint_if_cancelled()
+        raise self._closed_error()
+
     async def _wait_closed(self) -> None:
         """Wait for the end of the connection; no schedule point if it is over."""
         if self._closed:
@@ -820,12 +831,16 @@ class WebSocketConn:
                         self._set_exc(protocol.parser_exc)
                     for event in events:
                         if type(event) is Message:
-                            if len(inbound) >= limit and not self._closing_first:
-                                await self._wait_inbound_room()
                             if len(inbound) >= limit:
-                                # We closed first and the application is not
-                                # reading: drop what the peer sent after our close.
-                                continue
+                                if protocol.state is State.OPEN:
+                                    await self._wait_inbound_room()
+                                # Otherwise the peer closed (or broke the protocol) in
+                                # this chunk: nothing more will be read, so what is left
+                                # is bounded; waiting could deadlock with a sender.
+                                if len(inbound) >= limit and self._closing_first:
+                                    # We closed first and the application is not
+                                    # reading: drop what the peer sent after our close.
+                                    continue
                             inbound.append(event)
                             self._messages_received += 1
                             if receiver.task is not None:
@@ -1077,9 +1092,14 @@ async def open_websocket_conn(
         # Only reachable if a task let through what it must not catch (a
         # KeyboardInterrupt delivered to it).
         task_excs = group
-    if task_excs is not None and (body_exc is None or isinstance(body_exc, trio.Cancelled)):
-        # A Cancelled in the block then came from the nursery reacting to the task: it
-        # must not leave the nursery. Unwrap a single exception; several stay grouped.
+    if task_excs is not None:
+        # A Cancelled in the block came from the nursery reacting to the task: it must
+        # not leave the nursery. Any other exception of the block goes with the tasks'
+        # (a KeyboardInterrupt is never dropped). Unwrap a single one; several stay grouped.
+        if body_exc is not None and not isinstance(body_exc, trio.Cancelled):
+            raise BaseExceptionGroup(
+                "a WebSocket connection failed", [body_exc, *task_excs.exceptions]
+            )
         raise task_excs.exceptions[0] if len(task_excs.exceptions) == 1 else task_excs
     if body_exc is not None:
         raise body_exc

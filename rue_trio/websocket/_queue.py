@@ -29,6 +29,9 @@ from ._waiter import Waiter
 
 __all__ = ["FrameQueue", "FrameQueueStatistics"]
 
+# The first byte of an unfragmented pong frame: FIN and opcode 0xA (RFC 6455 section 5.2).
+_PONG = 0x8A
+
 
 @dataclass(frozen=True, slots=True)
 class FrameQueueStatistics:
@@ -78,6 +81,7 @@ class FrameQueue:
         "_max_bytes",
         "_max_frames",
         "_nbytes",
+        "_pong_at",
         "_room_lot",
         "_writer",
     )
@@ -98,6 +102,8 @@ class FrameQueue:
         # empty list costs 56 bytes where a deque allocates a 64-slot block at once;
         # an idle connection holds one queue.
         self._frames: list[bytes] = []
+        # Where the pong not yet written sits in _frames, if any.
+        self._pong_at: int | None = None
         self._nbytes = 0
         self._max_frames = max_frames
         self._max_bytes = max_bytes
@@ -196,12 +202,24 @@ class FrameQueue:
             self._writer.wake()
 
     def _append_control(self, frame: bytes) -> None:
-        """Queue a control frame, or ``b""`` for "close the transport", past the bounds."""
+        """Queue a control frame, or ``b""`` for "close the transport", past the bounds.
+
+        A pong replaces the one still waiting here, if any (RFC 6455 section 5.5.3: of
+        several pings, answering the most recent is enough), so a peer that sends pings
+        and never reads our answers cannot grow the queue without bound.
+        """
         if self._closed:
             return
         if not frame:
             # Nothing may follow the end of the transport.
             self._stop_accepting()
+        elif frame[0] == _PONG:
+            at = self._pong_at
+            if at is not None:
+                self._nbytes += len(frame) - len(self._frames[at])
+                self._frames[at] = frame
+                return
+            self._pong_at = len(self._frames)
         self._append(frame)
 
     def _stop_accepting(self) -> None:
@@ -216,6 +234,7 @@ class FrameQueue:
         self._stop_accepting()
         self._closed = True
         self._frames.clear()
+        self._pong_at = None
         self._nbytes = 0
         self._writer.wake()
 
@@ -246,6 +265,10 @@ class FrameQueue:
         else:
             batch = frames[:taken]
             del frames[: taken + eof]
+        pong_at = self._pong_at
+        if pong_at is not None:
+            pong_at -= taken + eof
+            self._pong_at = pong_at if pong_at >= 0 else None
         self._nbytes -= size
         lot = self._room_lot
         if lot:

@@ -6,7 +6,8 @@ import trio
 import trio.testing
 from trio.testing import MockClock
 
-from rue_trio.websocket import ConnectionConfig
+from rue_trio.protocol import Protocol, Role
+from rue_trio.websocket import ConnectionConfig, open_websocket_conn
 
 from ._util import conn_pair
 
@@ -65,3 +66,27 @@ async def test_client_reads_slowly_server_send_rate_follows(autojump_clock: Mock
                 assert (await client.receive()).data == bytes([i]) * 1000
         # The first sends filled the pipeline at once; the rest waited for the reader.
         assert done_at[-1] >= 5
+
+
+async def test_server_ping_flood_from_a_peer_that_never_reads_stays_bounded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Invariant 2: pings from a peer that reads nothing cannot grow our queue without bound.
+
+    RFC 6455 section 5.5.3: answering the most recent ping is enough, so at most one pong
+    waits in the outbound queue while the writer is blocked on the peer.
+    """
+    server_stream, peer = trio.testing.lockstep_stream_pair()
+    config = ConnectionConfig(ping_interval=None)
+    mask = b"\x01\x02\x03\x04"
+    ping = b"\x89\x84" + mask + bytes(b ^ m for b, m in zip(b"ping", mask, strict=True))
+    async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=config) as conn:
+        for _ in range(3000):
+            await peer.send_all(ping)
+        await trio.testing.wait_all_tasks_blocked()
+        stats = conn.statistics()
+        # The writer holds one pong it cannot write; at most one more waits behind it.
+        assert stats.queued_frames <= 1
+        assert stats.queued_bytes <= 6
+        conn.close_nowait(1000, "")
+        await peer.aclose()

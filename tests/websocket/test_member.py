@@ -34,7 +34,7 @@ def _server_protocol(params: DeflateParams | None) -> Protocol:
     ("params", "expected"),
     [
         (None, encode_message),
-        (DeflateParams(server_no_context_takeover=True, server_max_window_bits=12), (12, 1, 8)),
+        (DeflateParams(server_no_context_takeover=True, server_max_window_bits=12), (12, 1, 8, 0)),
         (DeflateParams(), None),
     ],
 )
