@@ -34,6 +34,7 @@ from .protocol import (
     PerMessageDeflate,
     Protocol,
     Role,
+    State,
     server_handshake,
 )
 from .websocket import ConnectionConfig, WebSocketConn, open_websocket_conn
@@ -197,17 +198,16 @@ class WebSocketHandler:
                 remote_address=c.remote_address,
                 config=self.config,
             ) as conn:
-                registered = False
                 try:
                     if self.hub is not None:
+                        # A register cancelled while waiting for the hub may still land:
+                        # unregister in any case (harmless when it did not).
                         await self.hub.register(conn)
-                        registered = True
+                    connected = conn  # from here on, on_close runs whatever happens
                     if await self._guarded(conn, self._connect):
-                        connected = conn
                         await self._guarded(conn, self._receive)
                 finally:
-                    if registered:
-                        assert self.hub is not None
+                    if self.hub is not None:
                         with trio.move_on_after(_CLEANUP_TIMEOUT) as scope:
                             scope.shield = True
                             await self.hub.unregister(conn)
@@ -246,23 +246,32 @@ class WebSocketHandler:
         """Run one step; report what ends the connection. Return whether it completed."""
         try:
             await step(conn)
-        except ConnectionClosedError as exc:
-            await self._report(conn, exc)
-        except ConnectionClosed:
-            await trio.lowlevel.checkpoint_if_cancelled()  # a clean close: nothing to report
+        except ConnectionClosed as exc:
+            if conn.state is State.OPEN:
+                # Not this connection's end: a callback used another, closed one.
+                await self._fail(conn, exc)
+            elif isinstance(exc, ConnectionClosedError):
+                await self._report(conn, exc)
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()  # a clean close
         except Exception as exc:
-            # A callback failed: that connection, and only it, closes with 1011.
-            await self._report(conn, exc)
-            with trio.CancelScope(shield=True):
-                await conn.close(1011, "internal error")
+            await self._fail(conn, exc)
         else:
             return True
         return False
 
-    async def _report(self, conn: WebSocketConn, exc: BaseException) -> None:
+    async def _fail(self, conn: WebSocketConn, exc: Exception) -> None:
+        """A callback failed: report it; that connection, and only it, closes with 1011."""
+        await self._report(conn, exc, callback_failed=True)
+        with trio.CancelScope(shield=True):
+            await conn.close(1011, "internal error")
+
+    async def _report(
+        self, conn: WebSocketConn, exc: BaseException, *, callback_failed: bool = False
+    ) -> None:
         if self.on_error is not None:
             await self._call_safely(self.on_error, conn, exc)
-        elif isinstance(exc, ConnectionClosed):
+        elif not callback_failed:
             logger.info("websocket %s closed abnormally: %s", conn.id, exc)
             await trio.lowlevel.checkpoint()
         else:

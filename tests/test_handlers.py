@@ -12,6 +12,7 @@ from rue_trio import (
     App,
     ConnectionClosedError,
     ConnectionClosedOK,
+    ConnectionConfig,
     Context,
     Hub,
     InvalidStatusError,
@@ -131,7 +132,7 @@ async def test_server_callback_error_without_on_error_is_logged(
                 await conn.receive()
     assert info.value.code == 1011
     assert "callback failed" in caplog.text
-    assert closes == []  # on_connect never completed
+    assert len(closes) == 1  # on_connect ran (and failed): on_close runs too
 
 
 async def test_server_peer_protocol_violation_reaches_on_error() -> None:
@@ -299,3 +300,56 @@ async def test_server_compressed_broadcast_is_compressed_once() -> None:
         assert plain.statistics().bytes_received > len(text)
         # One encoding for the two deflate members, one for the plain member.
         assert hub.statistics().encodes == 2
+
+
+async def test_server_send_to_another_closed_connection_fails_only_the_callback() -> None:
+    """A callback that sends on another, closed connection is a callback error (1011)."""
+    errors: list[BaseException] = []
+    first: list[WebSocketConn] = []
+
+    async def on_connect(conn: WebSocketConn) -> None:
+        first.append(conn)
+
+    async def on_message(conn: WebSocketConn, msg_type: MessageType, data: str | bytes) -> None:
+        await first[0].send(msg_type, data)  # the first connection, closed by now
+
+    handler = WebSocketHandler(
+        on_connect=on_connect, on_message=on_message, on_error=lambda c, e: errors.append(e)
+    )
+    async with open_test_app(app_with(handler)) as client:
+        async with client.websocket("/ws") as gone:
+            await trio.testing.wait_all_tasks_blocked()
+        await trio.testing.wait_all_tasks_blocked()
+        async with client.websocket("/ws") as conn:
+            await conn.send_text("relay")
+            with pytest.raises(ConnectionClosedError) as info:
+                await conn.receive()
+    assert gone.closed
+    assert info.value.code == 1011
+    assert [type(e) for e in errors] == [ConnectionClosedOK]
+
+
+async def test_server_peer_pipelined_messages_then_close_no_stall(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Messages then a close in one burst: the echo fails fast, no close_timeout stall."""
+    closed_at: list[float] = []
+    done = trio.Event()
+
+    def on_close(conn: WebSocketConn) -> None:
+        closed_at.append(trio.current_time())
+        done.set()
+
+    handler = WebSocketHandler(
+        on_message=lambda conn, t, d: conn.send(t, d),
+        on_close=on_close,
+        config=ConnectionConfig(inbound_queue=4),
+    )
+    async with open_test_app(app_with(handler)) as client, client.websocket("/ws") as conn:
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        for i in range(40):
+            conn.send_frame_nowait(conn.encode(MessageType.TEXT, f"m{i}"))
+        await conn.close()
+        await done.wait()
+    assert closed_at[0] - start < 1.0
