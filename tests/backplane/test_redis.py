@@ -189,7 +189,11 @@ async def test_crashed_node_leaves_presence_within_expiry(redis_url: str, namesp
             )
             try:
                 assert process.stdout is not None
-                line = await process.stdout.receive_some(100)
+                line = b""
+                while not line.endswith(b"\n"):
+                    chunk = await process.stdout.receive_some(100)
+                    assert chunk, line
+                    line += chunk
                 assert line.strip() == b"ready"
                 assert await hub.cluster_count("r") == 4
                 process.send_signal(signal.SIGKILL)
@@ -197,8 +201,9 @@ async def test_crashed_node_leaves_presence_within_expiry(redis_url: str, namesp
                 killed_at = trio.current_time()
                 while await hub.cluster_count("r") != 1:  # noqa: ASYNC110 (polling Redis)
                     await trio.sleep(0.05)
-                # presence_ttl=1.0 in the node: gone within the expiry (plus slack).
-                assert trio.current_time() - killed_at < 2.0
+                # presence_ttl=1.0 in the node: gone within the expiry, plus slack for a
+                # loaded machine (without expiry it would never go).
+                assert trio.current_time() - killed_at < 5.0
                 assert await hub.cluster_members("r") == ["local"]
             finally:
                 if process.returncode is None:
