@@ -21,6 +21,7 @@ import trio.testing
 import trustme
 
 from rue_trio.app import App, Context, default
+from rue_trio.handlers import WebSocketHandler
 from rue_trio.http import HTTPConnection, HTTPLimits, Lookup, Request, Router
 from rue_trio.server import Server, format_address, parse_address
 from tests.http._client import Client, parse_reply, read_until_eof
@@ -585,3 +586,34 @@ def test_server_configure_logging_only_when_unconfigured(monkeypatch: pytest.Mon
 def test_server_run_rejects_bad_address() -> None:
     with pytest.raises(ValueError):
         App().run("nonsense")
+
+
+async def test_server_shutdown_answers_new_upgrades_503() -> None:
+    """A WebSocket upgrade that reaches its handler while the server drains gets 503."""
+    app = App()
+    release = trio.Event()
+
+    @app.get("/late")
+    async def late(c: Context) -> None:
+        await release.wait()
+        await WebSocketHandler().handle(c)
+
+    with trio.fail_after(10):
+        async with running(app) as (port, scope, done):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(
+                b"GET /late HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\n"
+                b"connection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"sec-websocket-version: 13\r\n\r\n"
+            )
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            scope.cancel()
+            # Let the drain start (listeners closed, connections told) before the
+            # handler looks.
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            release.set()
+            reply = parse_reply(await read_until_eof(stream))
+            assert reply.status == 503
+            assert reply.headers["retry-after"] == "1"
+            await stream.aclose()
+            await done.wait()
