@@ -57,6 +57,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from types import MappingProxyType
 from typing import Any, NoReturn
 from typing import Protocol as TypingProtocol
 
@@ -85,6 +86,8 @@ __all__ = ["HandshakeRequest", "WebSocketConn", "open_websocket_conn"]
 _MAX_WRITE = 1 << 20
 _TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 _DEFAULT_CONFIG = ConnectionConfig()
+# The default of WebSocketConn.meta: one read-only empty mapping shared by every connection.
+_NO_META: Mapping[str, Any] = MappingProxyType({})
 
 # Connection ids come from a pool of random bits refilled 256 ids at a time: one system
 # call per 256 connections instead of one each. Still 64 random bits per id (unique across
@@ -192,11 +195,14 @@ class WebSocketConn:
         "_remote_address",
         "_request",
         "_room_waiter",
+        "_state",
         "_stream",
         "_stream_closed_by_us",
         "_subprotocol",
         "_trailing_data",
         "_writer_scope",
+        "meta",
+        "user",
     )
 
     def __init__(
@@ -251,6 +257,21 @@ class WebSocketConn:
         self._bytes_sent = 0
         self._pings_sent = 0
         self._last_rtt: float | None = None
+        self._state: dict[str, Any] | None = None
+        self.user: str | None = None
+        """Who is on the other end, as the application knows them, or ``None``.
+
+        Set when the connection is accepted (by the handshake's authentication, or by the
+        application in ``on_connect``). The hub's presence counts one user once, however
+        many connections (browser tabs) carry the same ``user``; a connection without a
+        user is a user of its own, named by its :attr:`id`.
+        """
+        self.meta: Mapping[str, Any] = _NO_META
+        """What the application publishes about this connection in presence listings.
+
+        JSON-serialisable values only (they may cross processes through a backplane),
+        for example ``{"name": "ada", "device": "phone"}``. Empty by default.
+        """
 
     def __repr__(self) -> str:
         role = self._protocol.role.value
@@ -309,6 +330,19 @@ class WebSocketConn:
         if not self._reader_done:
             return None
         return self._protocol.close_exc.reason
+
+    @property
+    def app_state(self) -> dict[str, Any]:
+        """A dictionary for the application's own per-connection data.
+
+        Nothing in rue_trio reads it: store what a callback needs later (a session, a
+        rate limiter, the rooms this connection joined). Created on first use, so an idle
+        connection that never uses it does not pay for it.
+        """
+        state = self._state
+        if state is None:
+            state = self._state = {}
+        return state
 
     @property
     def outbound(self) -> FrameQueue:

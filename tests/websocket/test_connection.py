@@ -398,3 +398,19 @@ async def test_server_async_for_while_receiving_busy_resource_error(
         with pytest.raises(trio.BusyResourceError):
             await server.__anext__()
         await client.send_text("for the receiver")
+
+
+async def test_server_identity_defaults_and_app_state_is_per_connection(
+    autojump_clock: MockClock,
+) -> None:
+    async with conn_pair() as (server, client):
+        assert server.user is None
+        assert dict(server.meta) == {}
+        with pytest.raises(TypeError):
+            server.meta["name"] = "ada"  # type: ignore[index]
+        server.user = "ada"
+        server.meta = {"name": "Ada"}
+        server.app_state["rooms"] = {"lobby"}
+        assert server.app_state is server.app_state
+        assert client.app_state == {}
+        assert (server.user, server.meta["name"]) == ("ada", "Ada")
