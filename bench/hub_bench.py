@@ -29,18 +29,18 @@ from rue_trio.protocol import MessageType, encode_message
 
 
 class DequeMember:
-    __slots__ = ("encode_key", "frames", "id", "limit")
+    __slots__ = ("_hub_encode_key", "frames", "id", "limit")
 
     def __init__(self, id: str, limit: int) -> None:
         self.id = id
-        self.encode_key: Hashable | None = PLAIN
+        self._hub_encode_key: Hashable | None = PLAIN
         self.frames: deque[bytes] = deque()
         self.limit = limit
 
-    def encode(self, type: MessageType, data: str | bytes) -> bytes:
+    def _hub_encode(self, type: MessageType, data: str | bytes) -> bytes:
         return encode_message(type, data)
 
-    def send_frame_nowait(self, frame: bytes) -> None:
+    def _hub_offer(self, frame: bytes) -> None:
         frames = self.frames
         if len(frames) >= self.limit:
             raise trio.WouldBlock
@@ -52,15 +52,15 @@ class DequeMember:
 
 
 class ChannelMember:
-    __slots__ = ("encode_key", "id", "receive", "send_frame_nowait")
+    __slots__ = ("_hub_encode_key", "_hub_offer", "id", "receive")
 
     def __init__(self, id: str, limit: int) -> None:
         self.id = id
-        self.encode_key: Hashable | None = PLAIN
+        self._hub_encode_key: Hashable | None = PLAIN
         send, self.receive = trio.open_memory_channel[bytes](limit)
-        self.send_frame_nowait = send.send_nowait
+        self._hub_offer = send.send_nowait
 
-    def encode(self, type: MessageType, data: str | bytes) -> bytes:
+    def _hub_encode(self, type: MessageType, data: str | bytes) -> bytes:
         return encode_message(type, data)
 
     def close_nowait(self, code: int, reason: str) -> None:
@@ -93,7 +93,7 @@ async def hub_run(kind: str, members: int, messages: int, payload: bytes) -> flo
 def loop_run(members: int, messages: int, payload: bytes) -> float:
     """The floor: a bare loop offering the frame to each member, no hub."""
     fakes = [DequeMember(f"m{i}", messages + 1) for i in range(members)]
-    sends = [fake.send_frame_nowait for fake in fakes]
+    sends = [fake._hub_offer for fake in fakes]
     gc.collect()
     start = time.process_time()
     for _ in range(messages):

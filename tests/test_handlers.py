@@ -147,7 +147,7 @@ async def test_server_peer_protocol_violation_reaches_on_error() -> None:
     handler = WebSocketHandler(on_error=on_error)
     async with open_test_client(app_with(handler), "/ws") as conn:
         # Send a raw unmasked frame behind the client core's back (RFC 6455 section 5.1).
-        conn.outbound.send_nowait(b"\x81\x02hi")
+        conn._out.send_nowait(b"\x81\x02hi")
         with pytest.raises(ConnectionClosedError) as info:
             await conn.receive()
         assert info.value.code == 1002
@@ -349,7 +349,7 @@ async def test_server_peer_pipelined_messages_then_close_no_stall(
         await trio.testing.wait_all_tasks_blocked()
         start = trio.current_time()
         for i in range(40):
-            conn.send_frame_nowait(conn.encode(MessageType.TEXT, f"m{i}"))
+            conn._hub_offer(conn._hub_encode(MessageType.TEXT, f"m{i}"))
         await conn.close()
         await done.wait()
     assert closed_at[0] - start < 1.0

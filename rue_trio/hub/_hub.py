@@ -22,15 +22,15 @@ one publisher in the order they were published, and sees membership changes and 
 in the order they were issued.
 
 Broadcast. The actor keeps one "audience" for everyone and one per room, each grouping
-its members by :attr:`Member.encode_key`; a member is placed in its groups once, when it
-registers or joins, together with its bound ``send_frame_nowait`` method, so the delivery loop
+its members by :attr:`Member._hub_encode_key`; a member is placed in its groups once, when it
+registers or joins, together with its bound ``_hub_offer`` method, so the delivery loop
 does no attribute lookups and no allocation per member. Members with the :data:`PLAIN`
 key get one frame made by :func:`rue_trio.protocol.encode_message`; each other shared key
-gets one frame made by its first member's :meth:`Member.encode`; members with key
+gets one frame made by its first member's :meth:`Member._hub_encode`; members with key
 ``None`` get a frame each (ARCHITECTURE invariant 3: encode once; every member of a
 group receives the very same ``bytes`` object).
 
-Slow consumers. The actor offers each frame with ``send_frame_nowait`` and never waits for a
+Slow consumers. The actor offers each frame with ``_hub_offer`` and never waits for a
 member (ARCHITECTURE invariant 4). :class:`trio.WouldBlock` means the member's bounded
 outbound queue is full: under the ``"close"`` policy the member is removed from the hub
 and all its rooms at once and asked to close with 1008 (RFC 6455 section 7.4.1, policy
@@ -98,9 +98,9 @@ class _Entry:
     def __init__(self, member: Member, member_id: str) -> None:
         self.member = member
         self.id = member_id
-        self.key = member.encode_key
-        self.send: _SendNowait = member.send_frame_nowait
-        self.encode = member.encode
+        self.key = member._hub_encode_key
+        self.send: _SendNowait = member._hub_offer
+        self.encode = member._hub_encode
         # A dict rather than a set: leave events come out in the order of the joins.
         self.rooms: dict[str, None] = {}
 

@@ -15,14 +15,14 @@ from rue_trio.protocol import MessageType, encode_message
 __all__ = ["PLAIN", "Member"]
 
 PLAIN: Final[Hashable] = encode_message
-"""The :attr:`Member.encode_key` of a member whose frames are plain server frames.
+"""The :attr:`Member._hub_encode_key` of a member whose frames are plain server frames.
 
 A plain frame is unmasked and uncompressed: exactly what
 :func:`rue_trio.protocol.encode_message` returns, which is why that function itself is
 the key. A layer that may not import the hub (``rue_trio.websocket``) can therefore
 return ``rue_trio.protocol.encode_message`` as its key and mean the same thing. For
 members with this key the hub calls ``encode_message`` once per broadcast itself and
-never calls :meth:`Member.encode`.
+never calls :meth:`Member._hub_encode`.
 """
 
 
@@ -40,7 +40,7 @@ class Member(Protocol):
         ...
 
     @property
-    def encode_key(self) -> Hashable | None:
+    def _hub_encode_key(self) -> Hashable | None:
         """Which members can share the bytes of one broadcast frame.
 
         Members with equal keys that are not ``None`` produce identical bytes for a
@@ -48,12 +48,12 @@ class Member(Protocol):
         one key per set of permessage-deflate parameters for connections that compress
         without context takeover on our side (RFC 7692 section 7.1.1.1). ``None`` means
         this member keeps state between messages (a compression context, client-side
-        masking) and the hub calls :meth:`encode` for it alone. The hub reads the key
+        masking) and the hub calls :meth:`_hub_encode` for it alone. The hub reads the key
         once, when the member registers.
         """
         ...
 
-    def encode(self, type: MessageType, data: str | bytes) -> bytes:
+    def _hub_encode(self, type: MessageType, data: str | bytes) -> bytes:
         """Return the frame bytes of one whole message for this member.
 
         Args:
@@ -61,7 +61,7 @@ class Member(Protocol):
             data: the payload: ``str`` for text, ``bytes`` (UTF-8 for text) otherwise.
 
         Returns:
-            The frame, ready to be queued with :meth:`send_frame_nowait`.
+            The frame, ready to be queued with :meth:`_hub_offer`.
 
         Raises:
             rue_trio.exceptions.ConnectionClosed: if the connection is closing; the hub
@@ -69,7 +69,7 @@ class Member(Protocol):
         """
         ...
 
-    def send_frame_nowait(self, frame: bytes) -> None:
+    def _hub_offer(self, frame: bytes) -> None:
         """Queue a frame for sending, or refuse it at once.
 
         Args:

@@ -344,20 +344,13 @@ class WebSocketConn:
             state = self._state = {}
         return state
 
-    @property
-    def outbound(self) -> FrameQueue:
-        """The queue of encoded frames the writer task writes.
-
-        A :class:`~rue_trio.hub.Hub` offers pre-encoded broadcast frames here with
-        :meth:`FrameQueue.send_nowait`; applications use :meth:`send`.
-        """
-        return self._out
-
-    # The hub's view of a connection (rue_trio.hub.Member): an id, a key that says which
-    # connections can share a broadcast frame, and non-blocking calls.
+    # The hub's private view of a connection (rue_trio.hub's Member port): an id, a key that
+    # says which connections can share a broadcast frame, and non-blocking calls. These are
+    # private on purpose: encoding a frame without queueing it advances a compression
+    # context, so applications must never call them; they use send().
 
     @property
-    def encode_key(self) -> Hashable | None:
+    def _hub_encode_key(self) -> Hashable | None:
         """Which connections can share the bytes of one broadcast frame.
 
         :func:`~rue_trio.protocol.encode_message` for a server connection without
@@ -376,13 +369,13 @@ class WebSocketConn:
         # min_size too: it decides which messages are compressed at all.
         return (*deflate.shared_key, deflate.min_size) if deflate.shareable else None
 
-    def encode(self, type: MessageType, data: str | bytes) -> bytes:
+    def _hub_encode(self, type: MessageType, data: str | bytes) -> bytes:
         """Return this connection's frame for one message, without queueing it.
 
-        Queue the result at once with :meth:`send_frame_nowait`. When this connection
+        Queue the result at once with :meth:`_hub_offer`. When this connection
         keeps a compression context and its outbound queue has no room, nothing is
         encoded (a frame that would be dropped must not advance the context) and ``b""``
-        is returned, which :meth:`send_frame_nowait` refuses with
+        is returned, which :meth:`_hub_offer` refuses with
         :class:`trio.WouldBlock`.
 
         Args:
@@ -404,15 +397,15 @@ class WebSocketConn:
             return b""
         return protocol.encode(type, data)
 
-    def send_frame_nowait(self, frame: bytes) -> None:
+    def _hub_offer(self, frame: bytes) -> None:
         """Queue a complete frame valid on this connection, without waiting.
 
         Args:
-            frame: from :meth:`encode`, or a shared frame for this connection's
-                :attr:`encode_key`; not copied.
+            frame: from :meth:`_hub_encode`, or a shared frame for this connection's
+                :attr:`_hub_encode_key`; not copied.
 
         Raises:
-            trio.WouldBlock: the outbound queue is full (or :meth:`encode` found it full).
+            trio.WouldBlock: the outbound queue is full (or :meth:`_hub_encode` found it full).
             trio.BrokenResourceError: the connection is closing or closed.
         """
         if not frame:

@@ -17,7 +17,7 @@ class FakeMember:
 
     def __init__(self, id: str, *, key: Hashable | None = PLAIN, capacity: int = 100_000) -> None:
         self.id = id
-        self.encode_key = key
+        self._hub_encode_key = key
         self.capacity = capacity
         self.frames: deque[bytes] = deque()
         self.encode_calls = 0
@@ -25,13 +25,13 @@ class FakeMember:
         self.closing = False
         self.send_error: type[Exception] | None = None
 
-    def encode(self, type: MessageType, data: str | bytes) -> bytes:
+    def _hub_encode(self, type: MessageType, data: str | bytes) -> bytes:
         if self.closing:
             raise ConnectionClosed(None, None)
         self.encode_calls += 1
         return encode_message(type, data)
 
-    def send_frame_nowait(self, frame: bytes) -> None:
+    def _hub_offer(self, frame: bytes) -> None:
         if self.send_error is not None:
             raise self.send_error
         if len(self.frames) >= self.capacity:

@@ -34,7 +34,7 @@ async def test_server_inbound_full_client_send_waits_for_room(autojump_clock: Mo
             # and by the client's blocked write, three in its queue, and the producer
             # waiting for room: nothing moves until the server reads.
             assert server.statistics().inbound_messages == 2
-            assert client.outbound.statistics().tasks_waiting_room == 1
+            assert client._out.statistics().tasks_waiting_room == 1
             assert client.statistics().queued_frames == 3
             stalled_at = sent
             assert stalled_at < 20

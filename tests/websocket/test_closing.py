@@ -410,7 +410,7 @@ async def _check_cancelled_send(*, deflate: bool) -> None:
                 break
             sent += 1
         assert sent >= 3
-        assert client.outbound.statistics().tasks_waiting_room == 0
+        assert client._out.statistics().tasks_waiting_room == 0
         async with trio.open_nursery() as nursery:
 
             async def after() -> None:

@@ -137,7 +137,7 @@ async def test_server_outbound_send_nowait_burst_is_one_write(autojump_clock: Mo
         open_websocket_conn(client_stream, Protocol(Role.CLIENT), config=QUIET) as client,
     ):
         for _ in range(30):
-            server.outbound.send_nowait(frame)
+            server._out.send_nowait(frame)
         for _ in range(30):
             assert await client.receive() == Message(MessageType.TEXT, "broadcast")
         assert wrapped.send_calls == 1
@@ -149,16 +149,16 @@ async def test_server_outbound_full_send_nowait_would_block(autojump_clock: Mock
     async with conn_pair(server_config=config) as (server, _client):
         frame = encode_message(MessageType.BINARY, b"x")
         for _ in range(3):
-            server.outbound.send_nowait(frame)
+            server._out.send_nowait(frame)
         with pytest.raises(trio.WouldBlock):
-            server.outbound.send_nowait(frame)
+            server._out.send_nowait(frame)
 
 
 async def test_server_outbound_after_close_broken(autojump_clock: MockClock) -> None:
     async with conn_pair() as (server, _client):
         await server.close()
         with pytest.raises(trio.BrokenResourceError):
-            server.outbound.send_nowait(encode_message(MessageType.TEXT, "late"))
+            server._out.send_nowait(encode_message(MessageType.TEXT, "late"))
 
 
 async def test_client_ping_server_pongs_returns_rtt(autojump_clock: MockClock) -> None:

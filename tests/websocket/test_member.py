@@ -1,4 +1,4 @@
-"""The hub's view of a connection: encode_key, encode, send_frame_nowait, close_nowait."""
+"""The hub's view of a connection: _hub_encode_key, encode, _hub_offer, close_nowait."""
 
 from __future__ import annotations
 
@@ -44,19 +44,19 @@ async def test_server_encode_key_by_compression(
     """RFC 7692 section 7.1.1.1: without context takeover, frames can be shared."""
     server_stream, _ = trio.testing.memory_stream_pair()
     async with open_websocket_conn(server_stream, _server_protocol(params), config=QUIET) as conn:
-        assert conn.encode_key == expected
+        assert conn._hub_encode_key == expected
 
 
 async def test_client_encode_key_none_frames_are_masked(autojump_clock: MockClock) -> None:
     async with conn_pair() as (_server, client):
-        assert client.encode_key is None
+        assert client._hub_encode_key is None
 
 
 async def test_server_encode_then_send_frame_nowait_delivers(autojump_clock: MockClock) -> None:
     async with conn_pair(deflate=True) as (server, client):
         for text in ("one", "two"):
-            server.send_frame_nowait(server.encode(MessageType.TEXT, text))
-        server.send_frame_nowait(encode_message(MessageType.BINARY, b"plain frame"))
+            server._hub_offer(server._hub_encode(MessageType.TEXT, text))
+        server._hub_offer(encode_message(MessageType.BINARY, b"plain frame"))
         assert await client.receive() == Message(MessageType.TEXT, "one")
         assert await client.receive() == Message(MessageType.TEXT, "two")
         assert await client.receive() == Message(MessageType.BINARY, b"plain frame")
@@ -72,19 +72,19 @@ async def test_server_encode_queue_full_context_untouched(autojump_clock: MockCl
     async with open_websocket_conn(
         server_stream, Protocol(Role.SERVER, deflate=server_codec), config=config
     ) as server:
-        server.send_frame_nowait(server.encode(MessageType.TEXT, text + "1"))
+        server._hub_offer(server._hub_encode(MessageType.TEXT, text + "1"))
         await trio.testing.wait_all_tasks_blocked()  # the writer holds it
-        server.send_frame_nowait(server.encode(MessageType.TEXT, text + "2"))
-        frame = server.encode(MessageType.TEXT, text + "dropped")
+        server._hub_offer(server._hub_encode(MessageType.TEXT, text + "2"))
+        frame = server._hub_encode(MessageType.TEXT, text + "dropped")
         assert frame == b""
         with pytest.raises(trio.WouldBlock):
-            server.send_frame_nowait(frame)
+            server._hub_offer(frame)
         async with open_websocket_conn(
             client_stream, Protocol(Role.CLIENT, deflate=client_codec), config=QUIET
         ) as client:
             assert (await client.receive()).data == text + "1"
             assert (await client.receive()).data == text + "2"
-            server.send_frame_nowait(server.encode(MessageType.TEXT, text + "3"))
+            server._hub_offer(server._hub_encode(MessageType.TEXT, text + "3"))
             assert (await client.receive()).data == text + "3"
 
 
@@ -92,12 +92,12 @@ async def test_server_send_frame_nowait_full_would_block(autojump_clock: MockClo
     config = ConnectionConfig(ping_interval=None, outbound_queue_messages=2)
     async with conn_pair(server_config=config, lockstep=True) as (server, _client):
         frame = encode_message(MessageType.TEXT, "x")
-        server.send_frame_nowait(frame)
+        server._hub_offer(frame)
         await trio.testing.wait_all_tasks_blocked()
-        server.send_frame_nowait(frame)
-        server.send_frame_nowait(frame)
+        server._hub_offer(frame)
+        server._hub_offer(frame)
         with pytest.raises(trio.WouldBlock):
-            server.send_frame_nowait(frame)
+            server._hub_offer(frame)
 
 
 async def test_server_close_nowait_closes_in_background(autojump_clock: MockClock) -> None:
@@ -106,7 +106,7 @@ async def test_server_close_nowait_closes_in_background(autojump_clock: MockCloc
         server.close_nowait(1008, "slow consumer")
         server.close_nowait(1001)  # idempotent
         with pytest.raises(trio.BrokenResourceError):
-            server.send_frame_nowait(encode_message(MessageType.TEXT, "after"))
+            server._hub_offer(encode_message(MessageType.TEXT, "after"))
         assert (await client.receive()).data == "before"
         with pytest.raises(ConnectionClosedError) as info:
             await client.receive()
