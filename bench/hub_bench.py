@@ -40,11 +40,12 @@ class DequeMember:
     def _hub_encode(self, type: MessageType, data: str | bytes) -> bytes:
         return encode_message(type, data)
 
-    def _hub_offer(self, frame: bytes) -> None:
+    def _hub_offer(self, frame: bytes) -> int:
         frames = self.frames
         if len(frames) >= self.limit:
             raise trio.WouldBlock
         frames.append(frame)
+        return len(frames) * len(frame)
 
     def close_nowait(self, code: int, reason: str) -> None:
         # 1001 when the hub shuts down at the end of a run; never a slow consumer here.

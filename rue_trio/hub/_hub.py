@@ -80,7 +80,7 @@ from ._member import PLAIN, Member
 
 __all__ = ["Hub"]
 
-_SendNowait = Callable[[bytes], None]
+_SendNowait = Callable[[bytes], object]
 
 _SLOW_CODE: Final = 1008
 _SLOW_REASON: Final = "slow consumer: outbound queue full"

@@ -69,12 +69,15 @@ class Member(Protocol):
         """
         ...
 
-    def _hub_offer(self, frame: bytes) -> None:
+    def _hub_offer(self, frame: bytes) -> int:
         """Queue a frame for sending, or refuse it at once.
 
         Args:
             frame: the complete frame bytes; the hub may hand the same object to many
                 members, so it must not be mutated.
+
+        Returns:
+            The bytes now queued for this member, this frame included.
 
         Raises:
             trio.WouldBlock: the member's bounded outbound queue (messages or bytes) is

@@ -397,12 +397,15 @@ class WebSocketConn:
             return b""
         return protocol.encode(type, data)
 
-    def _hub_offer(self, frame: bytes) -> None:
+    def _hub_offer(self, frame: bytes) -> int:
         """Queue a complete frame valid on this connection, without waiting.
 
         Args:
             frame: from :meth:`_hub_encode`, or a shared frame for this connection's
                 :attr:`_hub_encode_key`; not copied.
+
+        Returns:
+            The bytes now queued on this connection, this frame included.
 
         Raises:
             trio.WouldBlock: the outbound queue is full (or :meth:`_hub_encode` found it full).
@@ -410,7 +413,7 @@ class WebSocketConn:
         """
         if not frame:
             raise trio.WouldBlock
-        self._out.send_nowait(frame)
+        return self._out.send_nowait(frame)
 
     def close_nowait(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake without waiting for it; idempotent.

@@ -117,11 +117,15 @@ class FrameQueue:
     def __len__(self) -> int:
         return len(self._frames)
 
-    def send_nowait(self, frame: bytes) -> None:
+    def send_nowait(self, frame: bytes) -> int:
         """Queue a complete encoded frame if there is room, without waiting.
 
         Args:
             frame: the frame's bytes (not copied).
+
+        Returns:
+            The bytes queued now, this frame included: what a broadcaster needs to see a
+            queue filling before it is full.
 
         Raises:
             trio.WouldBlock: the queue is full: the connection is not keeping up.
@@ -135,6 +139,7 @@ class FrameQueue:
         if not frame:
             raise ValueError("a frame cannot be empty")
         self._append(frame)
+        return self._nbytes
 
     async def send(self, frame: bytes) -> None:
         """Queue a complete encoded frame, waiting for room if the queue is full.

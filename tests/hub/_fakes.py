@@ -31,12 +31,13 @@ class FakeMember:
         self.encode_calls += 1
         return encode_message(type, data)
 
-    def _hub_offer(self, frame: bytes) -> None:
+    def _hub_offer(self, frame: bytes) -> int:
         if self.send_error is not None:
             raise self.send_error
         if len(self.frames) >= self.capacity:
             raise trio.WouldBlock
         self.frames.append(frame)
+        return sum(map(len, self.frames))
 
     def close_nowait(self, code: int, reason: str) -> None:
         self.evictions.append((code, reason))
