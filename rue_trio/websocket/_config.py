@@ -24,8 +24,10 @@ class ConnectionConfig:
             connection before aborting the transport.
         inbound_queue: messages buffered for the application; when full, the reader stops
             reading the transport (TCP backpressure).
-        outbound_queue_messages: frames queued for the writer before ``send`` waits.
-        outbound_queue_bytes: bytes queued for the writer before ``send`` waits.
+        outbound_queue_messages: frames queued for the writer before ``send`` waits; a
+            cap on per-frame overhead only, the byte bound is the one that matters.
+        outbound_queue_bytes: bytes queued for the writer before ``send`` waits (and
+            before the hub counts this connection as a slow consumer).
         read_size: the most bytes read from the transport at once.
     """
 
@@ -33,8 +35,8 @@ class ConnectionConfig:
     ping_timeout: float | None = 20.0
     close_timeout: float = 10.0
     inbound_queue: int = 16
-    outbound_queue_messages: int = 64
-    outbound_queue_bytes: int = 4 * 1024 * 1024
+    outbound_queue_messages: int = 4096
+    outbound_queue_bytes: int = 1024 * 1024
     read_size: int = 65536
 
     def __post_init__(self) -> None:
