@@ -40,8 +40,10 @@ from __future__ import annotations
 import codecs
 import enum
 import os
+import re
 import struct
 from collections.abc import Callable
+from typing import TypeVar
 
 from rue_trio.exceptions import (
     CloseFrame,
@@ -62,9 +64,27 @@ from ._frames import (
     encode_frame,
     parse_close_payload,
 )
-from ._mask import unmask_at
+from ._mask import apply_mask, unmask_at
 
-__all__ = ["Protocol", "Role", "State"]
+__all__ = ["Protocol", "Role", "State", "detach_traceback"]
+
+_E = TypeVar("_E", bound=BaseException)
+
+
+def detach_traceback(exc: _E) -> _E:
+    """Drop the tracebacks of ``exc`` and of the exceptions chained to it; return ``exc``.
+
+    An exception kept on an object, with a traceback whose frames refer back to that
+    object, is a reference cycle: the object would wait for the cycle collector instead
+    of being freed when its connection ends. The message and the chain stay.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__
+    return exc
 
 
 class Role(enum.Enum):
@@ -90,6 +110,14 @@ _UNPACK_64 = struct.Struct("!Q").unpack_from
 _OK_CODES = frozenset({1000, 1001, 1005})
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 _MASK_POOL_SIZE = 4096
+# What each continuation frame costs against max_message_size, over its payload: about
+# what a frame costs to handle, so that empty or one-byte fragments reach the limit.
+_FRAME_COST = 64
+# Lead bytes of UTF-8 sequences for characters that widen a str: beyond U+FFFF (4 bytes
+# per character) and from U+0100 (2 bytes per character).
+_ASTRAL = re.compile(rb"[\xf0-\xf4]")
+_WIDE = re.compile(rb"[\xc4-\xef]")
+_CONTINUATION_BYTES = [bytes((b,)) for b in range(0x80, 0xC0)]
 
 
 class Protocol:
@@ -129,17 +157,23 @@ class Protocol:
         self._expect_mask = 0 if self._is_client else 0x80
         # Section 5.2 / RFC 7692 section 6: RSV1 is legal only with the extension.
         self._rsv_mask = 0x30 if deflate is not None else 0x70
+        # Undecoded input, parsed from _pos on; _need: the bytes a header needs there.
         self._buf = bytearray()
+        self._pos = 0
         self._need = 2
         self._reading = True
         self._events: list[Event] = []
         self._out: list[bytes] = []
-        # Where the pong not yet collected by data_to_send() sits in _out, if any.
-        self._pong_at: int | None = None
-        # The message being reassembled: its type, parts, size, compression, decoder.
+        # The data frame whose payload is being consumed as it arrives: the bytes left,
+        # its FIN bit, its masking key and where in the key the next byte falls.
+        self._frame_left = 0
+        self._frame_fin = False
+        self._frame_key = b""
+        self._frame_phase = 0
+        # The message being reassembled: its type, bytes, size (frame overheads
+        # included), compression and UTF-8 validator.
         self._frag_type: MessageType | None = None
-        self._text_parts: list[str] = []
-        self._binary_parts: list[bytes] = []
+        self._assembly = bytearray()
         self._frag_size = 0
         self._frag_compressed = False
         self._frag_decoder: codecs.IncrementalDecoder | None = None
@@ -152,38 +186,99 @@ class Protocol:
     # ----------------------------------------------------------------- receiving
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Feed bytes received from the peer.
+        """Feed bytes received from the peer and parse them all.
 
-        Parses every complete frame, queues the resulting events and any automatic
-        answers. A protocol violation fails the connection instead of raising.
+        Parses every complete frame, queues the resulting events for
+        :meth:`events_received` and any automatic answers. A protocol violation fails the
+        connection at once instead of raising. An I/O layer that bounds its memory uses
+        :meth:`buffer_data` and :meth:`next_event` instead.
 
         Args:
             data: the bytes, in any chunking; an empty chunk is ignored.
         """
-        if not self._reading:
-            return
-        buf = self._buf
-        buf += data
-        if len(buf) < self._need:
-            return
-        try:
-            consumed = self._parse(buf)
-        except ProtocolError as exc:
-            self._fail_on(exc)
-            return
-        if consumed:
-            del buf[:consumed]
+        self.buffer_data(data)
+        events = self._events
+        while True:
+            try:
+                event = self._next_event()
+            except ProtocolError as exc:
+                self._fail_on(exc)
+                return
+            if event is None:
+                return
+            events.append(event)
 
-    def _parse(self, buf: bytearray) -> int:
-        """Parse whole frames from ``buf``; return how many bytes were consumed."""
-        pos = 0
-        end = len(buf)
+    def buffer_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes received from the peer without parsing them.
+
+        Parse them with :meth:`next_event`, one event at a time, while the caller has
+        room for what they decode to. Append the next read only once :meth:`next_event`
+        returned ``None``: the buffer then holds at most one read, plus an incomplete
+        header or control frame (a data frame's payload is consumed as it arrives).
+
+        Args:
+            data: the bytes, in any chunking; ignored once reading stopped.
+        """
+        if self._reading:
+            buf = self._buf
+            if self._pos:
+                del buf[: self._pos]
+                self._pos = 0
+            buf += data
+
+    def next_event(self) -> Event | None:
+        """Parse the buffered bytes until the next event, and return it.
+
+        Automatic answers (a pong, a close echo) are queued as the frames that call for
+        them are parsed. A protocol violation does not fail the connection here: parsing
+        stops, :attr:`parser_exc` is set and ``None`` is returned, so that the caller can
+        deliver the events that came before it and let the application answer them;
+        then it calls :meth:`fail_on_violation`.
+
+        Returns:
+            The next event, or ``None`` when more bytes are needed or reading stopped.
+        """
+        try:
+            return self._next_event()
+        except ProtocolError as exc:
+            self.parser_exc = detach_traceback(exc)
+            self._stop_reading()
+            return None
+
+    def fail_on_violation(self) -> None:
+        """Fail the connection for the violation :meth:`next_event` found, if any."""
+        exc = self.parser_exc
+        if exc is not None:
+            self.fail(exc.close_code, str(exc)[:120])
+
+    def _next_event(self) -> Event | None:
+        """Parse from ``_pos`` until an event; ``None`` when the buffer runs out."""
+        buf = self._buf
         max_size = self.max_message_size
         expect_mask = self._expect_mask
-        rsv_mask = self._rsv_mask
         while self._reading:
-            if end - pos < 2:
-                self._need = 2
+            pos = self._pos
+            end = len(buf)
+            left = self._frame_left
+            if left:
+                # Inside a data frame's payload: consume what arrived (section 5.4).
+                if pos == end:
+                    break
+                n = min(left, end - pos)
+                self._frame_left = left = left - n
+                self._pos = pos + n
+                key = self._frame_key
+                if key:
+                    phase = self._frame_phase
+                    self._frame_phase = (phase + n) & 3
+                    chunk = apply_mask(memoryview(buf)[pos : pos + n], key[phase:] + key[:phase])
+                else:
+                    chunk = bytes(buf[pos : pos + n])
+                message = self._data(chunk, not left and self._frame_fin)
+                if message is not None:
+                    return message
+                continue
+            if end - pos < self._need:
                 break
             b0 = buf[pos]
             b1 = buf[pos + 1]
@@ -204,7 +299,7 @@ class Protocol:
                 # Section 5.2: the most significant bit MUST be 0.
                 if length >> 63:
                     raise ProtocolError("64-bit payload length with the most significant bit set")
-            if b0 & rsv_mask:
+            if b0 & self._rsv_mask:
                 raise ProtocolError("reserved bits set without an extension that defines them")
             if (b1 & 0x80) != expect_mask:
                 # Sections 5.1 and 5.3.
@@ -226,22 +321,39 @@ class Protocol:
                 # Section 5.2: opcodes 0x3-0x7 are reserved; refuse before the payload.
                 raise ProtocolError(f"reserved opcode {opcode:#x}")
             elif max_size is not None:
-                # Section 10.4: refuse an oversized message before buffering it. Once
-                # compressed, only the frame's wire size is known here; the codec checks
-                # the inflated size as it runs.
-                if opcode == 0 and not self._frag_compressed:
-                    length_so_far = length + self._frag_size
+                # Section 10.4: refuse an oversized message before buffering it. Every
+                # continuation frame costs a fixed overhead, so that endless empty or tiny
+                # fragments reach the limit too. Once compressed, only the frame's wire
+                # size is known here; the codec checks the inflated size as it runs.
+                if opcode == 0:
+                    size = self._frag_size + _FRAME_COST
+                    if not self._frag_compressed:
+                        size += length
                 else:
-                    length_so_far = length
-                if length_so_far > max_size:
+                    size = length
+                if size > max_size:
                     raise MessageTooBigError(f"message over the {max_size}-byte limit")
             if expect_mask:
                 hlen += 4
-            frame_end = pos + hlen + length
-            if frame_end > end:
-                self._need = frame_end - pos
-                break
             start = pos + hlen
+            frame_end = start + length
+            if frame_end > end:
+                if opcode >= 8 or end < start:
+                    # A control frame is parsed whole; so is every frame's header.
+                    self._need = frame_end - pos if end >= start else hlen
+                    break
+                # A data frame's payload is consumed as it arrives: at most one read
+                # is ever buffered, and text is validated before the frame is complete.
+                self._begin(b0, opcode)
+                self._frame_fin = b0 & 0x80 != 0
+                self._frame_left = length
+                self._frame_key = bytes(buf[pos + hlen - 4 : start]) if expect_mask else b""
+                self._frame_phase = 0
+                self._pos = start
+                self._need = 2
+                continue
+            self._pos = frame_end
+            self._need = 2
             if expect_mask:
                 # The key sits right before the payload (section 5.2).
                 payload = unmask_at(buf, start, frame_end)
@@ -250,99 +362,122 @@ class Protocol:
             else:
                 # Through a view: one copy instead of two (slice, then bytes).
                 payload = bytes(memoryview(buf)[start:frame_end])
-            pos = frame_end
             if b0 == 0x81 and self._frag_type is None:
                 # The common case: a whole, uncompressed text message.
-                try:
-                    text = payload.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise InvalidPayloadError("text message is not valid UTF-8") from exc
-                self._events.append(Message(_TEXT, text))
-            elif b0 == 0x82 and self._frag_type is None:
-                self._events.append(Message(_BINARY, payload))
-            else:
-                self._frame(b0, opcode, payload)
-        else:
-            self._need = 2
-        return pos
+                return Message(_TEXT, self._decode(payload))
+            if b0 == 0x82 and self._frag_type is None:
+                return Message(_BINARY, payload)
+            event = self._frame(b0, opcode, payload)
+            if event is not None:
+                return event
+        if self._pos:
+            del buf[: self._pos]
+            self._pos = 0
+        return None
 
-    def _frame(self, b0: int, opcode: int, payload: bytes) -> None:
-        """Handle any frame but a whole uncompressed data message."""
-        fin = b0 & 0x80
+    def _frame(self, b0: int, opcode: int, payload: bytes) -> Event | None:
+        """Handle any whole frame but an unfragmented uncompressed data message."""
+        if opcode <= 2:
+            self._begin(b0, opcode)
+            return self._data(payload, b0 & 0x80 != 0)
+        if opcode == 8:
+            return self._close_frame(payload)
+        if opcode == 9:
+            if self.close_sent is None:
+                # Every ping gets its pong (section 5.5.2); the I/O layer bounds the
+                # backlog by bytes, stopping to read while its output is full.
+                self._out.append(self._encode(Opcode.PONG, payload))
+            return Ping(payload)
+        # Opcode 10; the header check refused every other value.
+        return Pong(payload)
+
+    def _begin(self, b0: int, opcode: int) -> None:
+        """Check a data frame's place in its message; start a message on its first frame."""
         if opcode == 0:
             if self._frag_type is None:
                 raise ProtocolError("continuation frame with no message to continue")
             if b0 & 0x40:
                 raise ProtocolError("RSV1 set on a continuation frame")
-            self._data_frame(payload, fin)
-        elif opcode == 1 or opcode == 2:
-            if self._frag_type is not None:
-                raise ProtocolError("new data frame inside a fragmented message")
-            self._frag_type = _TEXT if opcode == 1 else _BINARY
-            self._frag_compressed = bool(b0 & 0x40)
-            self._frag_size = 0
-            if opcode == 1:
-                self._frag_decoder = _Utf8Decoder()
-            self._data_frame(payload, fin)
-        elif opcode == 8:
-            self._close_frame(payload)
-        elif opcode == 9:
-            self._events.append(Ping(payload))
-            if self.close_sent is None:
-                pong = self._encode(Opcode.PONG, payload)
-                # Section 5.5.3: of several pings not yet answered, answering the most
-                # recent is enough. One pong at most waits in the output, so a peer that
-                # floods pings and never reads cannot make us queue a pong per ping.
-                if self._pong_at is None:
-                    self._pong_at = len(self._out)
-                    self._out.append(pong)
-                else:
-                    self._out[self._pong_at] = pong
-        else:  # opcode 10; the header check refused every other value
-            self._events.append(Pong(payload))
+            self._frag_size += _FRAME_COST
+            return
+        if self._frag_type is not None:
+            raise ProtocolError("new data frame inside a fragmented message")
+        self._frag_type = _TEXT if opcode == 1 else _BINARY
+        self._frag_compressed = bool(b0 & 0x40)
+        self._frag_size = 0
+        self._frag_decoder = _Utf8Decoder() if opcode == 1 else None
 
-    def _data_frame(self, payload: bytes, fin: int) -> None:
-        """Add one frame's payload to the message being assembled."""
+    def _data(self, chunk: bytes, last: bool) -> Message | None:
+        """Add payload bytes to the message being assembled; return it when ``last``."""
         if self._frag_compressed:
             assert self.deflate is not None  # RSV1 passed the header check
             budget = None
             if self.max_message_size is not None:
                 budget = self.max_message_size - self._frag_size
-            payload = self.deflate.decompress(payload, fin=bool(fin), max_size=budget)
-        self._frag_size += len(payload)
+            chunk = self.deflate.decompress(chunk, fin=last, max_size=budget)
+        self._frag_size += len(chunk)
         decoder = self._frag_decoder
-        if decoder is not None:
-            # Section 8.1: fail as soon as the invalid sequence is certain.
-            try:
-                self._text_parts.append(decoder.decode(payload, bool(fin)))
-            except UnicodeDecodeError as exc:
-                raise InvalidPayloadError("text message is not valid UTF-8") from exc
-        else:
-            self._binary_parts.append(payload)
-        if not fin:
-            return
-        data: str | bytes
-        if decoder is not None:
-            data = "".join(self._text_parts)
-            self._text_parts.clear()
-            self._frag_decoder = None
-        else:
-            data = b"".join(self._binary_parts)
-            self._binary_parts.clear()
+        assembly = self._assembly
+        if not last:
+            if decoder is not None:
+                # Section 8.1: fail as soon as the invalid sequence is certain.
+                self._check_width(chunk)
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    raise InvalidPayloadError("text message is not valid UTF-8") from exc
+            # One growing buffer, not a part per frame: tiny fragments cost their bytes.
+            assembly += chunk
+            return None
         msg_type = self._frag_type
         assert msg_type is not None
         self._frag_type = None
         self._frag_size = 0
-        self._events.append(Message(msg_type, data))
+        self._frag_decoder = None
+        data: str | bytes
+        if assembly:
+            assembly += chunk
+            data = self._decode(assembly) if decoder is not None else bytes(assembly)
+            # Released, not kept at its peak size between messages.
+            self._assembly = bytearray()
+        else:
+            data = self._decode(chunk) if decoder is not None else chunk
+        return Message(msg_type, data)
 
-    def _close_frame(self, payload: bytes) -> None:
+    def _decode(self, data: bytes | bytearray) -> str:
+        """Decode a whole text message, refusing one too big in memory or not UTF-8."""
+        self._check_width(data)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidPayloadError("text message is not valid UTF-8") from exc
+
+    def _check_width(self, data: bytes | bytearray) -> None:
+        """Refuse text that would take over ``max_message_size`` bytes as a ``str``.
+
+        CPython stores a string with 1, 2 or 4 bytes per character, the widest character
+        deciding: a megabyte of ASCII with one emoji takes 4 MB. Cheap unless the text is
+        over a quarter of the limit.
+        """
+        limit = self.max_message_size
+        if limit is None or len(data) << 2 <= limit:
+            return
+        width = 4 if _ASTRAL.search(data) else 2 if _WIDE.search(data) else 1
+        size = len(data) * width
+        if size > limit:
+            # UTF-8 continuation bytes are not characters of their own.
+            size -= sum(map(data.count, _CONTINUATION_BYTES)) * width
+            if size > limit:
+                raise MessageTooBigError(
+                    f"text message over the {limit}-byte limit once decoded ({size} bytes)"
+                )
+
+    def _close_frame(self, payload: bytes) -> CloseReceived:
         """Section 5.5.1: record the peer's close, echo it, and stop reading."""
         code, reason = parse_close_payload(payload)
         self.close_rcvd = CloseFrame(code, reason)
-        self._events.append(CloseReceived(code, reason))
         # Section 1.4: after a close frame, nothing more is read.
-        self._reading = False
-        self._buf.clear()
+        self._stop_reading()
         self.state = State.CLOSING
         if self.close_sent is None:
             self.close_rcvd_then_sent = True
@@ -350,6 +485,15 @@ class Protocol:
         if not self._is_client:
             # Section 7.1.1: the server closes the TCP connection first.
             self._out.append(b"")
+        return CloseReceived(code, reason)
+
+    def _stop_reading(self) -> None:
+        """Ignore input from now on, and free what was buffered or being assembled."""
+        self._reading = False
+        self._buf = bytearray()
+        self._pos = 0
+        self._frame_left = 0
+        self._assembly = bytearray()
 
     def receive_eof(self) -> None:
         """Tell the core the peer closed its side of the TCP connection.
@@ -357,8 +501,7 @@ class Protocol:
         The state becomes ``CLOSED``. Without a completed closing handshake this is an
         abnormal closure (code 1006, section 7.1.5), which :attr:`close_exc` reports.
         """
-        self._reading = False
-        self._buf.clear()
+        self._stop_reading()
         self.state = State.CLOSED
 
     def events_received(self) -> list[Event]:
@@ -378,7 +521,6 @@ class Protocol:
         """
         out = self._out
         self._out = []
-        self._pong_at = None
         return out
 
     def close_expected(self) -> bool:
@@ -521,12 +663,11 @@ class Protocol:
             self._send_close_frame(code, reason)
         if self.state is State.OPEN:
             self.state = State.CLOSING
-        self._reading = False
-        self._buf.clear()
+        self._stop_reading()
         self._out.append(b"")
 
     def _fail_on(self, exc: ProtocolError) -> None:
-        self.parser_exc = exc
+        self.parser_exc = detach_traceback(exc)
         self.fail(exc.close_code, str(exc)[:120])
 
     # ------------------------------------------------------------------ framing
