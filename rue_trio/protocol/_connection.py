@@ -7,23 +7,30 @@ I/O: the caller feeds it the bytes that arrived (:meth:`Protocol.receive_data`,
 :meth:`Protocol.receive_eof`), collects what happened (:meth:`Protocol.events_received`) and
 writes out what it produced (:meth:`Protocol.data_to_send`).
 
-Receiving. ``receive_data`` appends to one buffer and parses as many whole frames as it
-holds. A frame's header is validated as soon as its header bytes are there, before the
-payload is awaited: reserved bits and opcodes, the masking rule for this role, the control
-frame rules, and the message size limit, which is counted against what the message has
-assembled so far, so an oversized message is refused before it is buffered (section 10.4).
-Data frames are reassembled into one :class:`Message` per message; control frames may come
-between fragments (section 5.4). Text is decoded as it arrives, frame by frame, so invalid
-UTF-8 fails the connection at the frame where it becomes certain (section 8.1). A compressed
-message (RSV1 on its first frame, RFC 7692 section 6) is decompressed frame by frame under
-the remaining size budget.
+Receiving. ``receive_data`` appends to one buffer and parses everything it holds;
+``buffer_data`` only appends, and ``next_event`` parses on demand, one event per call, so
+that an I/O layer parses (and inflates) only while it has room for the result and reads
+again only once the buffer is consumed. A frame's header is validated as soon as its header
+bytes are there, before the payload is awaited: reserved bits and opcodes, the masking rule
+for this role, the control frame rules, and the message size limit, which is counted
+against what the message has assembled so far, so an oversized message is refused before
+it is buffered (section 10.4); each continuation frame costs 64 bytes more, so empty or tiny
+fragments reach the limit too. A control frame is parsed whole; a data frame's payload is
+consumed as it arrives, into one growing buffer per message (not a part per frame). Text
+is validated as it arrives, so invalid UTF-8 fails the connection at the read where it
+becomes certain (section 8.1), and a text message may not take more than the limit as a
+``str``. A compressed message (RSV1 on its first frame, RFC 7692 section 6) is
+decompressed as it arrives under the remaining size budget.
 
-Answering. The core answers for itself what the RFC makes automatic: a ping gets its pong
-(section 5.5.2), a close frame gets its echo (section 5.5.1), and a violation fails the
+Answering. The core answers for itself what the RFC makes automatic: every ping gets its
+pong (section 5.5.2), a close frame gets its echo (section 5.5.1), and a violation fails the
 connection (section 7.1.7): a close frame with the RFC's code is queued, then the "close the
 transport" marker, ``b""``, and later input is ignored. The violation itself is kept in
-:attr:`Protocol.parser_exc` and becomes the ``__cause__`` of :attr:`Protocol.close_exc`.
-``receive_data`` never raises for anything the peer sends.
+:attr:`Protocol.parser_exc` (without its traceback, which would make a reference cycle) and
+becomes the ``__cause__`` of :attr:`Protocol.close_exc`. ``receive_data`` fails at once;
+``next_event`` stops parsing and leaves the failure to :meth:`Protocol.fail_on_violation`,
+so that the events before the violation can be answered first. Neither raises for anything
+the peer sends.
 
 Closing. ``OPEN`` lasts until a close frame is sent or received, then ``CLOSING``. When the
 closing handshake completes the server asks to close TCP at once; the client waits for the
@@ -220,11 +227,7 @@ class Protocol:
             data: the bytes, in any chunking; ignored once reading stopped.
         """
         if self._reading:
-            buf = self._buf
-            if self._pos:
-                del buf[: self._pos]
-                self._pos = 0
-            buf += data
+            self._buf += data
 
     def next_event(self) -> Event | None:
         """Parse the buffered bytes until the next event, and return it.

@@ -6,9 +6,14 @@ Theory of operation
 handshake is done, and a sans-I/O :class:`~rue_trio.protocol.Protocol`, in a
 :class:`WebSocketConn`. Inside the context manager a nursery runs three tasks:
 
-* **reader**: ``stream.receive_some`` → ``protocol.receive_data`` → events. Messages go
-  to a bounded inbound buffer; when it is full the reader waits, so it stops reading the
-  transport and TCP pushes back on the peer. Pongs complete ping waiters. Whatever the
+* **reader**: ``stream.receive_some`` → ``protocol.buffer_data`` → ``protocol.next_event``,
+  one event at a time, and only while there is room: fewer than ``inbound_queue`` messages
+  and ``inbound_queue_bytes`` bytes waiting for the application, and an outbound queue
+  below its byte bound (the pongs we owe count there). Otherwise the reader waits, so it
+  stops parsing, inflating and reading the transport, and TCP pushes back on the peer; it
+  reads again only once the last read is parsed. Pongs complete ping waiters. A protocol
+  violation fails the connection once the messages before it were taken by the
+  application (and its replies queued), within ``close_timeout``. Whatever the
   core wants to send on its own (pongs, the close echo, the "close the transport" marker)
   is moved to the outbound queue after every call into the core (:meth:`_pump`). The
   reader is the connection's lifeline: when it ends (end of stream, transport error,
@@ -18,11 +23,13 @@ handshake is done, and a sans-I/O :class:`~rue_trio.protocol.Protocol`, in a
   ``send_all``. The ``b""`` marker makes it end the transport: after a complete closing
   handshake it closes the stream at once (the peer sends nothing after its close frame);
   when failing, a half-close when the stream allows it (the reader drains until the
-  peer's end, so that no reset destroys our close frame), else ``aclose``.
+  peer's end, so that no reset destroys our close frame), else ``aclose``. A write that
+  takes more than ``write_timeout`` aborts the connection: the peer does not read.
 * **keepalive**: a ping every ``ping_interval``; no pong within ``ping_timeout`` fails
   the connection with 1011. Time during which our reader waits on a full inbound buffer
   does not count: the pong may be waiting, unread, behind messages the application has
-  not taken yet. Then we are the slow side, not the peer.
+  not taken yet. Then we are the slow side, not the peer; unless our writer is stuck
+  on that peer, which is then the one not reading.
 
 Sending encodes in the caller's task (``protocol.encode`` masks and compresses) after
 waiting for room in the outbound queue, with no checkpoint between encoding and queueing:

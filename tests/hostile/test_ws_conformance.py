@@ -3,6 +3,7 @@ close, text validated as its bytes arrive."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 from trio.testing import MockClock
@@ -32,6 +33,37 @@ async def test_server_answers_every_ping_in_one_read(autojump_clock: MockClock) 
         await client_stream.send_all(pings + client_frame(8, b"\x03\xe8"))
         events = await _events_until_eof(client_stream)
     assert [e for e in events if isinstance(e, Pong)] == [Pong(b"%d" % i) for i in range(10)]
+
+
+async def test_client_answers_every_ping_in_one_read(autojump_clock: MockClock) -> None:
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    server = Protocol(Role.SERVER)
+    for i in range(10):
+        server.send_ping(b"%d" % i)
+    async with open_websocket_conn(client_stream, Protocol(Role.CLIENT), config=QUIET) as conn:
+        await server_stream.send_all(b"".join(server.data_to_send()))
+        await trio.testing.wait_all_tasks_blocked()
+        server.receive_data(await server_stream.receive_some())
+        events = server.events_received()
+        await conn.aclose()
+    assert events == [Pong(b"%d" % i) for i in range(10)]
+
+
+async def test_client_replies_before_closing_for_a_violation(autojump_clock: MockClock) -> None:
+    """The client role too: a message then a continuation with nothing to continue."""
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    async with open_websocket_conn(client_stream, Protocol(Role.CLIENT), config=QUIET) as conn:
+        await server_stream.send_all(b"\x81\x02hi" + b"\x80\x00")
+        message = await conn.receive()
+        await conn.send_text("re: " + str(message.data))
+        with pytest.raises(ConnectionClosed):
+            await conn.receive()
+        server = Protocol(Role.SERVER)
+        server.receive_data(await server_stream.receive_some())
+        events = server.events_received()
+    assert events[0] == Message(1, "re: hi")  # type: ignore[arg-type]
+    assert isinstance(events[1], CloseReceived)
+    assert events[1].code == 1002
 
 
 async def test_server_replies_before_closing_for_a_violation(autojump_clock: MockClock) -> None:
