@@ -33,7 +33,7 @@ import trio
 
 __all__ = ["WORKER_ENV", "exit_with_parent", "reserve_port", "supervise_workers", "worker_port"]
 
-_log = logging.getLogger("rue_trio")
+_log = logging.getLogger("rue_trio.server")
 
 WORKER_ENV: Final = "RUE_TRIO_WORKER"
 """Set to ``"<index>:<port>"`` in the environment of each worker process."""

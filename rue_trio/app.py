@@ -78,7 +78,8 @@ __all__ = [
     "request_logger",
 ]
 
-_log = logging.getLogger("rue_trio")
+_server_log = logging.getLogger("rue_trio.server")
+_http_log = logging.getLogger("rue_trio.http")
 
 #: A route function: ``fn(c)``, async or plain (a plain one may return an awaitable).
 RouteFunction: TypeAlias = Callable[["Context"], Awaitable[None] | None]
@@ -664,11 +665,16 @@ class App:
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int | None = None,
         workers: int = 1,
+        configure_logging: bool = True,
     ) -> None:
         """Serve until Ctrl-C or SIGTERM, then shut down gracefully (Go's ``r.Run``).
 
-        This starts Trio (``trio.run``) and blocks. If logging is not configured, the
-        ``rue_trio`` logger gets a stderr handler at INFO level, so request logs show.
+        This starts Trio (``trio.run``) and blocks. If the application configured no
+        logging (the root logger has no handler), records at INFO and above from every
+        logger, the application's own included, go to stderr
+        (``logging.basicConfig(level=logging.INFO)``): the lines an ``on_connect`` logs
+        show, as with Rue's ``Default``. Configure logging before calling ``run``, or pass
+        ``configure_logging=False``, to decide otherwise.
 
         With ``workers=N`` (N > 1) this process starts N worker processes by running its
         own command line again (``python app.py`` or ``python -m pkg.app``), each serving
@@ -683,6 +689,8 @@ class App:
             ssl_context: serve HTTPS/WSS with this server-side context.
             max_connections: the most connections served at once.
             workers: how many processes serve the port (see above).
+            configure_logging: whether to set up logging as above when the application
+                did not.
 
         Raises:
             ValueError: the address cannot be parsed, or ``workers`` is below 1.
@@ -692,7 +700,8 @@ class App:
         host, port = parse_address(address)
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers!r}")
-        _configure_logging()
+        if configure_logging:
+            _configure_logging()
         shared_port = worker_port()
         if shared_port is None and workers > 1:
             trio.run(
@@ -741,37 +750,42 @@ class App:
                     nursery.start_soon(exit_with_parent, nursery.cancel_scope)
                 scheme = "https" if ssl_context is not None else "http"
                 for bound_host, bound_port in addresses:
-                    _log.info(
+                    _server_log.info(
                         "listening on %s://%s", scheme, format_address(bound_host, bound_port)
                     )
                 async for signum in signals:
-                    _log.info("received %s: shutting down gracefully", signal.Signals(signum).name)
+                    _server_log.info(
+                        "received %s: shutting down gracefully", signal.Signals(signum).name
+                    )
                     nursery.cancel_scope.cancel()
                     break
 
 
+# The format App.run gives logging when the application configured none.
+_LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def _configure_logging() -> None:
-    """Give the ``rue_trio`` logger a stderr handler unless logging is configured."""
-    logger = logging.getLogger("rue_trio")
-    if logging.getLogger().handlers or logger.handlers:
+    """Log INFO and above to stderr, unless the application configured logging.
+
+    Logging counts as configured once the root logger or the ``rue_trio`` logger has a
+    handler (``logging.basicConfig``, ``dictConfig``, a framework's setup).
+    """
+    if logging.getLogger().handlers or logging.getLogger("rue_trio").handlers:
         return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(handler)
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.INFO)
+    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
 
 
 # Middleware -----------------------------------------------------------------------
 
 
 async def request_logger(c: Context, next: Next) -> None:
-    """Log one line per request on the ``rue_trio`` logger, at INFO level.
+    """Log one line per request on the ``rue_trio.http`` logger, at INFO level.
 
     The line has the client, method, path (without the query), status and duration.
     A WebSocket request is logged when it is upgraded (status 101).
     """
-    if not _log.isEnabledFor(logging.INFO):
+    if not _http_log.isEnabledFor(logging.INFO):
         await next()
         return
     start = time.perf_counter()
@@ -782,7 +796,7 @@ async def request_logger(c: Context, next: Next) -> None:
         nonlocal logged
         logged = True
         address = c.remote_address
-        _log.info(
+        _http_log.info(
             "%s %s %s %s %.2fms",
             format_address(*address) if address is not None else "-",
             request.method,
@@ -811,7 +825,7 @@ async def recovery(c: Context, next: Next) -> None:
     except Exception:
         if c._conn.client_gone:
             raise
-        _log.exception("error in route %s %s", c.request.method, c.request.path)
+        _http_log.exception("error in route %s %s", c.request.method, c.request.path)
         if c.responded:
             await trio.lowlevel.checkpoint()
         else:

@@ -37,6 +37,7 @@ from .protocol import (
     State,
     server_handshake,
 )
+from .server import format_address
 from .websocket import ConnectionConfig, WebSocketConn, open_websocket_conn
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ __all__ = [
     "WebSocketHandler",
 ]
 
-logger = logging.getLogger("rue_trio")
+logger = logging.getLogger("rue_trio.websocket")
 
 OnConnect: TypeAlias = Callable[[WebSocketConn], Awaitable[None] | None]
 """``on_connect(conn)``: sync or async."""
@@ -198,6 +199,14 @@ class WebSocketHandler:
                 remote_address=c.remote_address,
                 config=self.config,
             ) as conn:
+                address = conn.remote_address
+                logger.info(
+                    "websocket %s open: %s from %s",
+                    conn.id,
+                    request.path,
+                    "-" if address is None else format_address(*address),
+                    extra={"conn_id": conn.id},
+                )
                 try:
                     if self.hub is not None:
                         # A register cancelled while waiting for the hub may still land:
@@ -212,6 +221,14 @@ class WebSocketHandler:
                             scope.shield = True
                             await self.hub.unregister(conn)
         finally:
+            if connected is not None:
+                logger.info(
+                    "websocket %s closed: %s %s",
+                    connected.id,
+                    connected.close_code,
+                    connected.close_reason or "",
+                    extra={"conn_id": connected.id},
+                )
             if connected is not None and self.on_close is not None:
                 with trio.move_on_after(_CLEANUP_TIMEOUT) as scope:
                     scope.shield = True
@@ -272,18 +289,29 @@ class WebSocketHandler:
         if self.on_error is not None:
             await self._call_safely(self.on_error, conn, exc)
         elif not callback_failed:
-            logger.info("websocket %s closed abnormally: %s", conn.id, exc)
+            logger.info(
+                "websocket %s closed abnormally: %s", conn.id, exc, extra={"conn_id": conn.id}
+            )
             await trio.lowlevel.checkpoint()
         else:
-            logger.error("websocket %s: callback failed", conn.id, exc_info=exc)
+            logger.error(
+                "websocket %s: callback failed", conn.id, exc_info=exc, extra={"conn_id": conn.id}
+            )
             await trio.lowlevel.checkpoint()
 
-    async def _call_safely(self, fn: Callable[..., Awaitable[None] | None], *args: object) -> None:
+    async def _call_safely(
+        self, fn: Callable[..., Awaitable[None] | None], conn: WebSocketConn, *args: object
+    ) -> None:
         """Call a callback from an error or cleanup path: its own exception is logged."""
         try:
-            result = fn(*args)
+            result = fn(conn, *args)
             if result is not None:
                 await result
         except Exception:
-            logger.exception("websocket callback %r failed", getattr(fn, "__name__", fn))
+            logger.exception(
+                "websocket %s: callback %r failed",
+                conn.id,
+                getattr(fn, "__name__", fn),
+                extra={"conn_id": conn.id},
+            )
         await trio.lowlevel.checkpoint()

@@ -37,6 +37,7 @@ translated here into :class:`BackplaneError` (with the original as ``__cause__``
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
@@ -57,6 +58,8 @@ from rue_trio.hub import (
 )
 
 __all__ = ["RedisBackplane"]
+
+_log = logging.getLogger("rue_trio.backplane")
 
 # Errors that mean "the link to Redis is broken (or was never made)".
 _LINK_ERRORS: Final = (
@@ -404,6 +407,7 @@ class RedisBackplane:
                             task_status.started()
                         else:
                             self._reconnects += 1
+                            _log.warning("link to Redis at %s restored", self._url)
                         delay = self._reconnect_min
                         self._changed.set()
                         nursery.start_soon(self._follow_rooms, pubsub)
@@ -413,6 +417,9 @@ class RedisBackplane:
             except Exception as exc:
                 if not _link_error(exc):
                     raise
+                _log.warning(
+                    "link to Redis at %s lost (%s): retrying in %.2fs", self._url, exc, delay
+                )
             self._disconnected()
             await trio.sleep(delay)
             delay = min(delay * 2, self._reconnect_max)

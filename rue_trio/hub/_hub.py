@@ -63,6 +63,7 @@ discarded, and later commands raise :class:`trio.BrokenResourceError` (``unregis
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from typing import Final, Literal
@@ -81,6 +82,8 @@ from ._member import PLAIN, Member
 __all__ = ["Hub"]
 
 _SendNowait = Callable[[bytes], object]
+
+_log = logging.getLogger("rue_trio.hub")
 
 _SLOW_CODE: Final = 1008
 _SLOW_REASON: Final = "slow consumer: outbound queue full"
@@ -494,6 +497,12 @@ class Hub:
             self._remove(entry)
             if slow:
                 self._evicted += 1
+                _log.warning(
+                    "member %s too slow: closed with %d",
+                    member_id,
+                    _SLOW_CODE,
+                    extra={"conn_id": member_id},
+                )
                 entry.member.close_nowait(_SLOW_CODE, _SLOW_REASON)
 
     def _lookup(self, member: Member | None) -> _Entry | None:
