@@ -7,12 +7,14 @@ from .app import App, Context, default
 from .client import open_websocket, open_websocket_stream
 from .exceptions import (
     BackplaneError,
+    BindError,
     CloseFrame,
     ConnectError,
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
     HandshakeError,
+    InvalidAddressError,
     InvalidPayloadError,
     InvalidStatusError,
     InvalidURIError,
@@ -20,6 +22,7 @@ from .exceptions import (
     NegotiationError,
     ProtocolError,
     RueTrioError,
+    StartupError,
 )
 from .handlers import WebSocketHandler
 from .http import Request
@@ -38,6 +41,7 @@ __all__ = [
     "App",
     "BackplaneError",
     "BinaryMessage",
+    "BindError",
     "CloseFrame",
     "ConnectError",
     "ConnectionConfig",
@@ -50,6 +54,7 @@ __all__ = [
     "HandshakeError",
     "Hub",
     "HubStatistics",
+    "InvalidAddressError",
     "InvalidPayloadError",
     "InvalidStatusError",
     "InvalidURIError",
@@ -62,6 +67,7 @@ __all__ = [
     "ProtocolError",
     "Request",
     "RueTrioError",
+    "StartupError",
     "TextMessage",
     "WebSocketConn",
     "WebSocketHandler",

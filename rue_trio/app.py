@@ -30,11 +30,13 @@ gracefully on Ctrl-C or SIGTERM; :meth:`App.serve` runs inside your nursery;
 from __future__ import annotations
 
 import builtins
+import errno
 import json
 import logging
 import mimetypes
 import os
 import signal
+import socket
 import ssl
 import stat
 import time
@@ -45,7 +47,9 @@ from typing import Final, Protocol, TypeAlias, TypeVar, overload
 
 import trio
 
+from rue_trio._groups import single_failure
 from rue_trio._workers import exit_with_parent, supervise_workers, worker_port
+from rue_trio.exceptions import BindError
 from rue_trio.http import (
     ALL_METHODS,
     READ_SIZE,
@@ -61,6 +65,7 @@ from rue_trio.http import (
 from rue_trio.server import (
     BackgroundService,
     Server,
+    check_host,
     format_address,
     open_listeners,
     parse_address,
@@ -632,7 +637,9 @@ class App:
             task_status: receives the list of bound ``(host, port)``.
 
         Raises:
-            OSError: the address cannot be bound.
+            InvalidAddressError: ``host`` is not a host name or address.
+            BindError: the address cannot be listened on (in use, not this machine's,
+                an unknown host); the ``OSError`` is its ``__cause__``.
             ValueError: ``max_connections`` is less than 1.
 
         Cancellation: the way to stop serving. Listeners close first, requests in
@@ -640,7 +647,13 @@ class App:
         1001, background services stop last; then the cancellation propagates.
         """
         server = self._server(ssl_context=ssl_context, max_connections=max_connections)
-        listeners = await open_listeners(host, port, backlog=backlog, reuse_port=reuse_port)
+        check_host(host)
+        try:
+            listeners = await open_listeners(host, port, backlog=backlog, reuse_port=reuse_port)
+        except OSError as exc:
+            error = BindError(_bind_failure(host, port, exc))
+            error.errno = exc.errno
+            raise error from exc
         await server.serve_listeners(listeners, task_status=task_status)
 
     async def serve_stream(
@@ -693,9 +706,13 @@ class App:
                 did not.
 
         Raises:
-            ValueError: the address cannot be parsed, or ``workers`` is below 1.
-            OSError: the address cannot be bound.
+            InvalidAddressError: the address is malformed or not a string.
+            BindError: the address cannot be listened on; see :meth:`serve`.
+            BackplaneError: a background hub's backplane (Redis) cannot be reached.
+            ValueError: ``workers`` is below 1.
             RuntimeError: a worker exited on its own (the others were stopped).
+
+        A single failure is raised as itself, never inside an ``ExceptionGroup``.
         """
         host, port = parse_address(address)
         if workers < 1:
@@ -704,11 +721,11 @@ class App:
             _configure_logging()
         shared_port = worker_port()
         if shared_port is None and workers > 1:
-            trio.run(
+            _run_ungrouped(
                 partial(supervise_workers, host, port, workers, grace=self.shutdown_timeout + 5)
             )
             return
-        trio.run(
+        _run_ungrouped(
             partial(
                 self._run_until_signal,
                 host,
@@ -759,6 +776,34 @@ class App:
                     )
                     nursery.cancel_scope.cancel()
                     break
+
+
+def _run_ungrouped(main: Callable[[], Awaitable[object]]) -> None:
+    """``trio.run(main)``, raising a single failure as itself rather than in a group."""
+    try:
+        trio.run(main)
+    except BaseExceptionGroup as group:
+        failure = single_failure(group)
+        if failure is None:
+            raise
+        raise failure from failure.__cause__
+
+
+def _bind_failure(host: str | None, port: int, exc: OSError) -> str:
+    """One line that says why ``host:port`` cannot be listened on, and what to do."""
+    where = f"cannot listen on {format_address(host, port) if host else f':{port}'}"
+    if isinstance(exc, socket.gaierror):
+        return f"{where}: unknown host {host!r} ({exc.strerror})"
+    if exc.errno == errno.EADDRINUSE:
+        return f"{where}: the address is in use (stop the other server or choose another port)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"{where}: no interface of this machine has that address "
+            "(use 127.0.0.1, or ':PORT' for every interface)"
+        )
+    if exc.errno == errno.EACCES:
+        return f"{where}: permission denied (ports below 1024 need privileges; choose another)"
+    return f"{where}: {exc.strerror or exc}"
 
 
 # The format App.run gives logging when the application configured none.
