@@ -4,6 +4,7 @@ The public names are re-exported here; everything else is private.
 """
 
 from .app import App, Context, default
+from .auth import Authenticate, Identity, Refusal
 from .client import open_websocket, open_websocket_stream
 from .exceptions import (
     BackplaneError,
@@ -39,6 +40,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "App",
+    "Authenticate",
     "BackplaneError",
     "BinaryMessage",
     "BindError",
@@ -54,6 +56,7 @@ __all__ = [
     "HandshakeError",
     "Hub",
     "HubStatistics",
+    "Identity",
     "InvalidAddressError",
     "InvalidPayloadError",
     "InvalidStatusError",
@@ -65,6 +68,7 @@ __all__ = [
     "PresenceEvent",
     "PresenceKind",
     "ProtocolError",
+    "Refusal",
     "Request",
     "RueTrioError",
     "StartupError",

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import trio
 
+from .auth import Authenticate, Identity, Refusal, authenticate_request
 from .exceptions import ConnectionClosed, ConnectionClosedError, HandshakeError
 from .hub import Hub
 from .protocol import (
@@ -34,6 +35,7 @@ from .protocol import (
     PerMessageDeflate,
     Protocol,
     Role,
+    ServerHandshake,
     State,
     server_handshake,
 )
@@ -42,6 +44,7 @@ from .websocket import ConnectionConfig, WebSocketConn, open_websocket_conn
 
 if TYPE_CHECKING:
     from .app import Context
+    from .http import Request
 
 __all__ = [
     "SERVER_DEFLATE",
@@ -112,6 +115,11 @@ class WebSocketHandler:
         allowed_origins: if given, the ``Origin`` values allowed to connect (protection
             against cross-site WebSocket hijacking); others get 403. A request without
             ``Origin`` (not from a browser) is allowed.
+        authenticate: ``authenticate(c)``, called before the ``101`` once the upgrade is
+            valid and its origin allowed; returns an :class:`~rue_trio.auth.Identity`
+            (the connection opens with its user, meta and app state, the ``101``
+            carries its headers) or a :class:`~rue_trio.auth.Refusal` (the client gets
+            its status and body). See :mod:`rue_trio.auth`.
         config: queue sizes, keepalive and close timeouts.
     """
 
@@ -127,6 +135,7 @@ class WebSocketHandler:
         compression: bool | DeflateConfig = True,
         max_message_size: int | None = 1 << 20,
         allowed_origins: Iterable[str] | None = None,
+        authenticate: Authenticate | None = None,
         config: ConnectionConfig = _DEFAULT_CONFIG,
     ) -> None:
         self.on_connect = on_connect
@@ -140,6 +149,7 @@ class WebSocketHandler:
         self.compression: DeflateConfig | None = compression or None
         self.max_message_size = max_message_size
         self.allowed_origins = None if allowed_origins is None else frozenset(allowed_origins)
+        self.authenticate = authenticate
         self.config = config
 
     async def handle(self, c: Context) -> None:
@@ -165,13 +175,7 @@ class WebSocketHandler:
             )
             return
         try:
-            handshake = server_handshake(
-                request.method.encode(),
-                request.http_version.encode(),
-                request.headers,
-                subprotocols=self.subprotocols,
-                deflate=self.compression,
-            )
+            handshake = self._handshake(request)
         except HandshakeError as exc:
             await c.respond(exc.status_code, f"{exc}\n".encode(), headers=exc.headers)
             return
@@ -180,7 +184,22 @@ class WebSocketHandler:
         if allowed is not None and origin is not None and origin not in allowed:
             await c.respond(403, b"origin not allowed\n")
             return
-        stream, trailing_data = await c.switch_protocols(handshake.response)
+        identity = None
+        response = handshake.response
+        if self.authenticate is not None:
+            outcome = await authenticate_request(self.authenticate, c)
+            if isinstance(outcome, Refusal):
+                if isinstance(outcome.body, str):
+                    text = (("content-type", "text/plain; charset=utf-8"), *outcome.headers)
+                    await c.respond(outcome.status, outcome.body.encode(), headers=text)
+                else:
+                    await c.respond(outcome.status, outcome.body, headers=outcome.headers)
+                return
+            identity = outcome
+            if identity.headers:
+                extra = [_header_bytes(field) for field in identity.headers]
+                response = self._handshake(request, extra).response
+        stream, trailing_data = await c.switch_protocols(response)
         deflate = None
         if handshake.deflate_params is not None:
             assert self.compression is not None
@@ -199,6 +218,8 @@ class WebSocketHandler:
                 remote_address=c.remote_address,
                 config=self.config,
             ) as conn:
+                if identity is not None:
+                    _apply_identity(conn, identity)
                 address = conn.remote_address
                 logger.info(
                     "websocket %s open: %s from %s",
@@ -233,6 +254,18 @@ class WebSocketHandler:
                 with trio.move_on_after(_CLEANUP_TIMEOUT) as scope:
                     scope.shield = True
                     await self._call_safely(self.on_close, connected)
+
+    def _handshake(
+        self, request: Request, extra_headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> ServerHandshake:
+        return server_handshake(
+            request.method.encode(),
+            request.http_version.encode(),
+            request.headers,
+            subprotocols=self.subprotocols,
+            deflate=self.compression,
+            extra_headers=extra_headers,
+        )
 
     async def _connect(self, conn: WebSocketConn) -> None:
         result = None if self.on_connect is None else self.on_connect(conn)
@@ -315,3 +348,18 @@ class WebSocketHandler:
                 extra={"conn_id": conn.id},
             )
         await trio.lowlevel.checkpoint()
+
+
+def _header_bytes(field: tuple[bytes | str, bytes | str]) -> tuple[bytes, bytes]:
+    name, value = field
+    return (
+        name.encode("ascii") if isinstance(name, str) else name,
+        value.encode("latin-1") if isinstance(value, str) else value,
+    )
+
+
+def _apply_identity(conn: WebSocketConn, identity: Identity) -> None:
+    conn.user = identity.user
+    conn.meta = identity.meta
+    if identity.app_state:
+        conn.app_state.update(identity.app_state)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import trio
@@ -24,9 +21,8 @@ from rue_trio import (
 from rue_trio import app as app_module
 from rue_trio.testing import open_test_client
 
+from ._programs import ROOT, serving
 from .hub._fakes import FakeMember
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 async def test_server_websocket_open_and_close_logged_with_conn_id(
@@ -93,32 +89,14 @@ async def test_app_run_shows_the_readme_lines_without_logging_setup() -> None:
     """README's Basic usage, run as written: its "Client connected" lines reach stderr."""
     script = "import runpy, sys; runpy.run_path(sys.argv[1])['app'].run('127.0.0.1:0')"
     with trio.fail_after(30):
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-c", script, str(ROOT / "examples" / "basic_usage.py")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            assert process.stderr is not None
-            output = b""
-            while b"listening on http://127.0.0.1:" not in output or not output.endswith(b"\n"):
-                chunk = await process.stderr.receive_some()
-                assert chunk, output
-                output += chunk
-            port = int(output.split(b"listening on http://127.0.0.1:")[1].split()[0])
-
-            async with open_websocket(f"ws://127.0.0.1:{port}/ws") as conn:
+        async with serving("-c", script, str(ROOT / "examples" / "basic_usage.py")) as program:
+            async with open_websocket(f"ws://127.0.0.1:{program.port}/ws") as conn:
                 await conn.send_text("Hello")
                 assert (await conn.receive()).data == "Hello"
-            process.send_signal(signal.SIGINT)
-            while chunk := await process.stderr.receive_some():
-                output += chunk
-            assert await process.wait() == 0
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-    text = output.decode()
+            program.process.send_signal(signal.SIGINT)
+            await program.read_to_end()
+            assert await program.process.wait() == 0
+    text = program.stderr.decode()
     assert "INFO basic_usage: Client connected: " in text
     assert "INFO basic_usage: Received: Hello" in text
     assert "INFO basic_usage: Client disconnected: " in text
