@@ -253,9 +253,10 @@ class Hub:
         policy: what to do with a member whose outbound queue is full: ``"close"``
             evicts it with close code 1008; ``"drop"`` drops that frame for it.
         inbox_size: how many commands may wait for the actor before publishers wait.
-        backplane: joins this hub to the hubs of other processes (see
-            :mod:`rue_trio.hub._backplane` and ``docs/topics/cluster.md``); ``None``
-            (the default) keeps it to this process.
+        backplane: joins this hub to the hubs of other processes (a
+            :class:`~rue_trio.hub.Backplane`, such as
+            :class:`~rue_trio.backplane.redis.RedisBackplane`); ``None`` (the default)
+            keeps it to this process.
         remote_buffer: how many broadcasts from other nodes may wait for the actor;
             past that the backplane drops them and counts them.
         on_presence: called by the hub's task with each :class:`PresenceEvent`, right
@@ -711,7 +712,7 @@ class Hub:
         Returns once the hub has processed it. Joining a room twice does nothing. With a
         backplane, it also waits until this node follows the room's channel, so that
         broadcasts published anywhere after it returns reach the member (unless the link
-        to the broker is down: see ``docs/topics/cluster.md``).
+        to the broker is down: see the clustering topic of the documentation).
 
         Cancellation: as for :meth:`register`.
 
