@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import trio
 
+from ._tally import TALLY
 from .auth import Authenticate, Identity, Refusal, authenticate_request
 from .exceptions import ConnectionClosed, ConnectionClosedError, HandshakeError
 from .hub import Hub
@@ -162,6 +163,14 @@ class WebSocketHandler:
         Cancellation: cancelling the task closes the connection with 1001 (going away)
         within the close timeout, runs ``on_close``, then lets ``Cancelled`` propagate.
         """
+        try:
+            await self._handle(c)
+        finally:
+            # A 101 is counted when it is sent; a refusal once it is answered.
+            if c.status is not None and c.status != 101:
+                TALLY.handshakes[c.status] += 1
+
+    async def _handle(self, c: Context) -> None:
         request = c.request
         if c.shutting_down:
             await c.respond(503, b"server shutting down\n", headers=[("retry-after", "1")])
@@ -200,6 +209,7 @@ class WebSocketHandler:
                 extra = [_header_bytes(field) for field in identity.headers]
                 response = self._handshake(request, extra).response
         stream, trailing_data = await c.switch_protocols(response)
+        TALLY.handshakes[101] += 1
         deflate = None
         if handshake.deflate_params is not None:
             assert self.compression is not None
@@ -207,6 +217,7 @@ class WebSocketHandler:
                 handshake.deflate_params, is_server=True, config=self.compression
             )
         protocol = Protocol(Role.SERVER, max_message_size=self.max_message_size, deflate=deflate)
+        opened: WebSocketConn | None = None
         connected: WebSocketConn | None = None
         try:
             async with open_websocket_conn(
@@ -220,6 +231,8 @@ class WebSocketHandler:
             ) as conn:
                 if identity is not None:
                     _apply_identity(conn, identity)
+                opened = conn
+                TALLY.opened(conn)
                 address = conn.remote_address
                 logger.info(
                     "websocket %s open: %s from %s",
@@ -242,13 +255,14 @@ class WebSocketHandler:
                             scope.shield = True
                             await self.hub.unregister(conn)
         finally:
-            if connected is not None:
+            if opened is not None:
+                TALLY.closed(opened)
                 logger.info(
                     "websocket %s closed: %s %s",
-                    connected.id,
-                    connected.close_code,
-                    connected.close_reason or "",
-                    extra={"conn_id": connected.id},
+                    opened.id,
+                    opened.close_code,
+                    opened.close_reason or "",
+                    extra={"conn_id": opened.id},
                 )
             if connected is not None and self.on_close is not None:
                 with trio.move_on_after(_CLEANUP_TIMEOUT) as scope:

@@ -101,6 +101,12 @@ class ChatDemo:
         app.get("/health", self._health)
         app.static("/static", STATIC_DIR)
         app.get("/ws/:room", self._websocket)
+        try:
+            from rue_trio.metrics import metrics_endpoint
+        except ImportError:  # without the metrics extra: no /metrics
+            pass
+        else:
+            app.get("/metrics", metrics_endpoint(hubs={"chat": self.hub}))
 
     def names(self, room: str) -> list[str]:
         """Return the names of the members of ``room``, in the order they joined."""
@@ -246,6 +252,7 @@ def make_app(hub: Hub | None = None) -> App:
         hub: see :class:`ChatDemo`.
 
     Returns:
-        The app: ``GET /`` (the page), ``/static/*``, ``/health`` and ``/ws/:room``.
+        The app: ``GET /`` (the page), ``/static/*``, ``/health``, ``/ws/:room``, and
+        ``/metrics`` when ``prometheus_client`` is installed (the ``metrics`` extra).
     """
     return ChatDemo(hub).app
