@@ -30,6 +30,7 @@ gracefully on Ctrl-C or SIGTERM; :meth:`App.serve` runs inside your nursery;
 from __future__ import annotations
 
 import builtins
+import contextlib
 import errno
 import json
 import logging
@@ -40,7 +41,7 @@ import socket
 import ssl
 import stat
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Final, Protocol, TypeAlias, TypeVar, overload
@@ -48,6 +49,7 @@ from typing import Final, Protocol, TypeAlias, TypeVar, overload
 import trio
 
 from rue_trio._groups import single_failure
+from rue_trio._proxies import client_address, parse_proxies
 from rue_trio._workers import exit_with_parent, supervise_workers, worker_port
 from rue_trio.exceptions import BindError
 from rue_trio.http import (
@@ -110,7 +112,16 @@ class Context:
         app: the app serving it.
     """
 
-    __slots__ = ("_conn", "_lookup", "_on_upgrade", "_values", "app", "request")
+    __slots__ = (
+        "_client",
+        "_client_known",
+        "_conn",
+        "_lookup",
+        "_on_upgrade",
+        "_values",
+        "app",
+        "request",
+    )
 
     def __init__(
         self, app: App, conn: HTTPConnection, request: Request, lookup: Lookup[RouteFunction]
@@ -121,6 +132,8 @@ class Context:
         self._lookup = lookup
         self._values: dict[str, object] | None = None
         self._on_upgrade: list[Callable[[], None]] | None = None
+        self._client: tuple[str, int] | None = None
+        self._client_known = False
 
     def param(self, name: str) -> str:
         """The path parameter ``name`` (``c.param("room")`` for ``/ws/:room``).
@@ -145,8 +158,20 @@ class Context:
 
     @property
     def remote_address(self) -> tuple[str, int] | None:
-        """The client's ``(host, port)``, or ``None`` when unknown."""
-        return self.request.remote_address
+        """The client's ``(host, port)``, or ``None`` when unknown.
+
+        Behind a reverse proxy listed in the app's ``trusted_proxies``, this is the
+        client the proxy names in ``Forwarded`` or ``X-Forwarded-For`` (port 0 when the
+        proxy gives none); ``request.remote_address`` stays the proxy's.
+        """
+        proxies = self.app._proxies
+        if not proxies:
+            return self.request.remote_address
+        if not self._client_known:
+            request = self.request
+            self._client = client_address(request.remote_address, request.headers, proxies)
+            self._client_known = True
+        return self._client
 
     @property
     def body(self) -> builtins.bytes:
@@ -424,6 +449,15 @@ class App:
         shutdown_timeout: seconds requests in progress get to finish when the server
             shuts down, before they are cancelled.
         server_header: the ``Server`` response header, or ``None`` to send none.
+        trusted_proxies: the reverse proxies whose ``Forwarded`` and
+            ``X-Forwarded-For`` headers are believed: IP addresses, networks such as
+            ``"10.0.0.0/8"``, and ``"unix"`` for a proxy connecting over a Unix socket.
+            Requests from them report the client they name as ``c.remote_address``
+            (and ``conn.remote_address``). Empty by default: the headers are ignored.
+
+    Raises:
+        ValueError: an entry of ``trusted_proxies`` is not an address, a network or
+            ``"unix"``.
     """
 
     def __init__(
@@ -432,6 +466,7 @@ class App:
         limits: HTTPLimits | None = None,
         shutdown_timeout: float = 10.0,
         server_header: str | None = "rue_trio",
+        trusted_proxies: Iterable[str] = (),
     ) -> None:
         self.limits = limits if limits is not None else HTTPLimits()
         self.shutdown_timeout = shutdown_timeout
@@ -439,6 +474,7 @@ class App:
         self._router: Router[RouteFunction] = Router()
         self._middleware: list[Middleware] = []
         self._background: list[BackgroundService] = []
+        self._proxies = parse_proxies(trusted_proxies)
 
     # Routes -------------------------------------------------------------------------
 
@@ -656,6 +692,47 @@ class App:
             raise error from exc
         await server.serve_listeners(listeners, task_status=task_status)
 
+    async def serve_unix(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        mode: int | None = None,
+        max_connections: int | None = None,
+        backlog: int | None = None,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve HTTP (and WebSocket upgrades) on a Unix domain socket until cancelled.
+
+        For a reverse proxy on the same machine (nginx's
+        ``proxy_pass http://unix:/run/chat/app.sock``): no port to allocate or to
+        firewall, file permissions decide who may connect. List ``"unix"`` in the app's
+        ``trusted_proxies`` so that ``c.remote_address`` is the client the proxy names.
+
+        A stale socket file left by a server that died is replaced; a socket on which
+        a server still answers is not. The file is removed when serving stops.
+
+        Args:
+            path: the socket's file name.
+            mode: the file's permissions (such as ``0o660``: the proxy's group may
+                connect); by default as the umask leaves them.
+            max_connections: the most connections served at once (more wait).
+            backlog: the listen queue length.
+            task_status: receives ``path`` (as a string) once the server listens.
+
+        Raises:
+            BindError: the path is in use by a live server, or cannot be created.
+
+        Cancellation: as :meth:`serve`.
+        """
+        server = self._server(max_connections=max_connections)
+        name = os.fspath(path)
+        listener = await _unix_listener(name, mode, backlog)
+        try:
+            await server.serve_listeners([listener], task_status=_StartedWith(task_status, name))
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+
     async def serve_stream(
         self, stream: trio.abc.Stream, remote_address: tuple[str, int] | None = None
     ) -> None:
@@ -698,7 +775,8 @@ class App:
 
         Args:
             address: ``":8080"`` (every interface), ``"127.0.0.1:8080"``,
-                ``"[::1]:8080"``...
+                ``"[::1]:8080"``..., or ``"unix:/run/chat/app.sock"`` for a Unix socket
+                (see :meth:`serve_unix`; one process, no TLS).
             ssl_context: serve HTTPS/WSS with this server-side context.
             max_connections: the most connections served at once.
             workers: how many processes serve the port (see above).
@@ -714,7 +792,14 @@ class App:
 
         A single failure is raised as itself, never inside an ``ExceptionGroup``.
         """
-        host, port = parse_address(address)
+        unix_path: str | None = None
+        if isinstance(address, str) and address.startswith("unix:"):
+            unix_path = address.removeprefix("unix:")
+            if workers > 1 or ssl_context is not None:
+                raise ValueError("a Unix socket is served by one process, without TLS")
+            host, port = None, 0
+        else:
+            host, port = parse_address(address)
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers!r}")
         if configure_logging:
@@ -733,6 +818,7 @@ class App:
                 ssl_context=ssl_context,
                 max_connections=max_connections,
                 worker=shared_port is not None,
+                unix_path=unix_path,
             )
         )
 
@@ -744,6 +830,7 @@ class App:
         ssl_context: ssl.SSLContext | None,
         max_connections: int | None,
         worker: bool = False,
+        unix_path: str | None = None,
     ) -> None:
         if worker:
             # A worker may get the signal twice (from the terminal's process group and
@@ -753,29 +840,78 @@ class App:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                addresses = await nursery.start(
-                    partial(
-                        self.serve,
-                        host,
-                        port,
-                        ssl_context=ssl_context,
-                        max_connections=max_connections,
-                        reuse_port=worker,
+                if unix_path is not None:
+                    serve = partial(self.serve_unix, unix_path, max_connections=max_connections)
+                    _server_log.info("listening on unix:%s", await nursery.start(serve))
+                else:
+                    addresses = await nursery.start(
+                        partial(
+                            self.serve,
+                            host,
+                            port,
+                            ssl_context=ssl_context,
+                            max_connections=max_connections,
+                            reuse_port=worker,
+                        )
                     )
-                )
+                    scheme = "https" if ssl_context is not None else "http"
+                    for bound_host, bound_port in addresses:
+                        _server_log.info(
+                            "listening on %s://%s", scheme, format_address(bound_host, bound_port)
+                        )
                 if worker:
                     nursery.start_soon(exit_with_parent, nursery.cancel_scope)
-                scheme = "https" if ssl_context is not None else "http"
-                for bound_host, bound_port in addresses:
-                    _server_log.info(
-                        "listening on %s://%s", scheme, format_address(bound_host, bound_port)
-                    )
                 async for signum in signals:
                     _server_log.info(
                         "received %s: shutting down gracefully", signal.Signals(signum).name
                     )
                     nursery.cancel_scope.cancel()
                     break
+
+
+class _StartedWith:
+    """A task status that reports a value of its own instead of the one it is given."""
+
+    def __init__(self, status: trio.TaskStatus[str], value: str) -> None:
+        self._status = status
+        self._value = value
+
+    def started(self, value: object = None) -> None:
+        self._status.started(self._value)
+
+
+async def _unix_listener(path: str, mode: int | None, backlog: int | None) -> trio.SocketListener:
+    """A listening Unix socket at ``path``, replacing a stale socket file."""
+    if stat.S_ISSOCK(_mode_of(path)):
+        probe = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        with probe:
+            try:
+                await probe.connect(path)
+            except OSError:
+                os.unlink(path)  # nobody answers: a socket left by a server that died
+            else:
+                error = BindError(f"cannot listen on unix:{path}: a server is answering there")
+                error.errno = errno.EADDRINUSE
+                raise error
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    try:
+        await sock.bind(path)
+        if mode is not None:
+            os.chmod(path, mode)
+        sock.listen(backlog if backlog is not None else 0xFFFF)
+    except OSError as exc:
+        sock.close()
+        error = BindError(f"cannot listen on unix:{path}: {exc.strerror or exc}")
+        error.errno = exc.errno
+        raise error from exc
+    return trio.SocketListener(sock)
+
+
+def _mode_of(path: str) -> int:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return 0
 
 
 def _run_ungrouped(main: Callable[[], Awaitable[object]]) -> None:
@@ -882,6 +1018,7 @@ def default(
     limits: HTTPLimits | None = None,
     shutdown_timeout: float = 10.0,
     server_header: str | None = "rue_trio",
+    trusted_proxies: Iterable[str] = (),
 ) -> App:
     """An :class:`App` with :func:`request_logger` and :func:`recovery` (Gin's ``Default``).
 
@@ -889,10 +1026,16 @@ def default(
         limits: see :class:`App`.
         shutdown_timeout: see :class:`App`.
         server_header: see :class:`App`.
+        trusted_proxies: see :class:`App`.
 
     Returns:
         The app.
     """
-    app = App(limits=limits, shutdown_timeout=shutdown_timeout, server_header=server_header)
+    app = App(
+        limits=limits,
+        shutdown_timeout=shutdown_timeout,
+        server_header=server_header,
+        trusted_proxies=trusted_proxies,
+    )
     app.use(request_logger, recovery)
     return app
