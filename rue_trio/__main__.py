@@ -114,7 +114,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         try:
             from rue_trio.backplane.redis import RedisBackplane
         except ImportError:
-            parser.error('--redis needs the redis extra: pip install "rue_trio[redis]"')
+            parser.error("--redis needs the redis extra: pip install -e '.[redis]' in a checkout")
         hub = Hub(backplane=RedisBackplane(args.redis, namespace=_NAMESPACE))
     app = make_app(hub)
     if args.workers > 1:
