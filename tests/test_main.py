@@ -37,9 +37,10 @@ async def test_main_serves_chat_then_exits_cleanly_on_sigint() -> None:
             assert line.startswith(prefix), line
             port = int(line[len(prefix) :].strip().rstrip("/"))
             async with open_websocket(f"ws://127.0.0.1:{port}/ws/lobby?name=ada") as conn:
-                joined = await conn.receive_json()
-                assert joined["type"] == "join"
-                assert joined["members"] == ["ada"]
+                welcome = await conn.receive_json()
+                while welcome["type"] != "members":
+                    welcome = await conn.receive_json()
+                assert (welcome["members"], welcome["you"]) == (["ada"], "ada")
                 process.send_signal(signal.SIGINT)
                 assert await process.wait() == 0
         finally:
