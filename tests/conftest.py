@@ -135,15 +135,25 @@ def _bounded(item: pytest.Function, test: Callable[..., Awaitable[None]]) -> Any
     return bounded
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Under CI, turn a skip into a failure that gives the skip's reason."""
-    outcome: Any = yield
-    report: pytest.TestReport = outcome.get_result()
+def _fail_skip_under_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
     if report.skipped and os.environ.get("CI") and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped, but CI is set, so nothing may skip: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under CI, turn a test's skip into a failure that gives the skip's reason."""
+    outcome: Any = yield
+    _fail_skip_under_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """Under CI, a module that skips itself (``pytest.importorskip``) fails too."""
+    outcome: Any = yield
+    _fail_skip_under_ci(outcome.get_result())
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
