@@ -687,9 +687,7 @@ class App:
         try:
             listeners = await open_listeners(host, port, backlog=backlog, reuse_port=reuse_port)
         except OSError as exc:
-            error = BindError(_bind_failure(host, port, exc))
-            error.errno = exc.errno
-            raise error from exc
+            raise _bind_error(_bind_failure(host, port, exc), exc.errno) from exc
         await server.serve_listeners(listeners, task_status=task_status)
 
     async def serve_unix(
@@ -806,9 +804,17 @@ class App:
             _configure_logging()
         shared_port = worker_port()
         if shared_port is None and workers > 1:
-            _run_ungrouped(
-                partial(supervise_workers, host, port, workers, grace=self.shutdown_timeout + 5)
-            )
+            try:
+                _run_ungrouped(
+                    partial(
+                        supervise_workers, host, port, workers, grace=self.shutdown_timeout + 5
+                    )
+                )
+            except OSError as exc:
+                # The parent reserves the port before starting the workers.
+                if not isinstance(exc, socket.gaierror) and exc.errno not in _BIND_ERRNOS:
+                    raise
+                raise _bind_error(_bind_failure(host, port, exc), exc.errno) from exc
             return
         _run_ungrouped(
             partial(
@@ -890,9 +896,8 @@ async def _unix_listener(path: str, mode: int | None, backlog: int | None) -> tr
             except OSError:
                 os.unlink(path)  # nobody answers: a socket left by a server that died
             else:
-                error = BindError(f"cannot listen on unix:{path}: a server is answering there")
-                error.errno = errno.EADDRINUSE
-                raise error
+                message = f"cannot listen on unix:{path}: a server is answering there"
+                raise _bind_error(message, errno.EADDRINUSE)
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
     try:
         await sock.bind(path)
@@ -901,9 +906,8 @@ async def _unix_listener(path: str, mode: int | None, backlog: int | None) -> tr
         sock.listen(backlog if backlog is not None else 0xFFFF)
     except OSError as exc:
         sock.close()
-        error = BindError(f"cannot listen on unix:{path}: {exc.strerror or exc}")
-        error.errno = exc.errno
-        raise error from exc
+        message = f"cannot listen on unix:{path}: {exc.strerror or exc}"
+        raise _bind_error(message, exc.errno) from exc
     return trio.SocketListener(sock)
 
 
@@ -923,6 +927,16 @@ def _run_ungrouped(main: Callable[[], Awaitable[object]]) -> None:
         if failure is None:
             raise
         raise failure from failure.__cause__
+
+
+def _bind_error(message: str, code: int | None) -> BindError:
+    error = BindError(message)
+    error.errno = code
+    return error
+
+
+# The errors of bind(2) that _bind_failure explains.
+_BIND_ERRNOS: Final = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 
 
 def _bind_failure(host: str | None, port: int, exc: OSError) -> str:

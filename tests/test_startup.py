@@ -49,6 +49,17 @@ def test_main_address_in_use_exits_1_with_one_line(
     assert line.startswith(f"cannot listen on 127.0.0.1:{busy_port}: the address is in use")
 
 
+def test_main_workers_address_in_use_exits_1_with_one_line(
+    busy_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With workers the parent reserves the port first: the same one line, no worker runs."""
+    argv = ["--port", str(busy_port), "--workers", "2", "--redis", "redis://127.0.0.1:1"]
+    assert main(argv) == 1
+    assert one_error_line(capsys).endswith(
+        "the address is in use (stop the other server or choose another port)"
+    )
+
+
 def test_main_unassignable_address_exits_1_with_one_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
