@@ -22,7 +22,7 @@ def _public_path(match: re.Match[str]) -> str:
 
 
 def _public_title(match: re.Match[str]) -> str:
-    title = _PATH.sub(_public_path, match[1])
+    title = " ".join(_PATH.sub(_public_path, match[1]).split())
     if any(path.rsplit(".", 1)[-1].startswith("_") for path in _PATH.findall(title)):
         return ""
     return f' title="{title}"'
