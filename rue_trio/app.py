@@ -51,7 +51,7 @@ import trio
 from rue_trio._groups import single_failure
 from rue_trio._proxies import client_address, parse_proxies
 from rue_trio._workers import exit_with_parent, supervise_workers, worker_port
-from rue_trio.exceptions import BindError
+from rue_trio.exceptions import BindError, InvalidAddressError
 from rue_trio.http import (
     ALL_METHODS,
     READ_SIZE,
@@ -673,7 +673,8 @@ class App:
             task_status: receives the list of bound ``(host, port)``.
 
         Raises:
-            InvalidAddressError: ``host`` is not a host name or address.
+            InvalidAddressError: ``host`` is not a host name or address, or ``port`` not
+                an int from 0 to 65535.
             BindError: the address cannot be listened on (in use, not this machine's,
                 an unknown host); the ``OSError`` is its ``__cause__``.
             ValueError: ``max_connections`` is less than 1.
@@ -684,6 +685,8 @@ class App:
         """
         server = self._server(ssl_context=ssl_context, max_connections=max_connections)
         check_host(host)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise InvalidAddressError(f"the port must be an int from 0 to 65535, not {port!r}")
         try:
             listeners = await open_listeners(host, port, backlog=backlog, reuse_port=reuse_port)
         except OSError as exc:

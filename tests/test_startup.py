@@ -110,9 +110,14 @@ async def test_app_serve_unassignable_address_raises_bind_error() -> None:
     assert raised.value.errno == errno.EADDRNOTAVAIL
 
 
-async def test_app_serve_url_as_host_raises_invalid_address_error() -> None:
+@pytest.mark.parametrize(
+    ("host", "port"), [("http://localhost", 0), (8094, 0), ("127.0.0.1", "8094"), ("::1", 70000)]
+)
+async def test_app_serve_bad_host_or_port_raises_invalid_address_error(
+    host: object, port: object
+) -> None:
     with pytest.raises(InvalidAddressError):
-        await App().serve("http://localhost", 0)
+        await App().serve(host, port)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
