@@ -145,8 +145,9 @@ class WebSocketHandler:
         """Upgrade the request of ``c``, then run the connection: Rue's ``handler.Handle(c)``.
 
         A request that is not a valid upgrade is answered with its HTTP status (400,
-        403, 405, or 426 for a plain GET, with ``Upgrade: websocket``) and ``handle``
-        returns. During a server's graceful shutdown new upgrades get 503.
+        also for a request with a body, 403, 405, or 426 for a plain GET, with
+        ``Upgrade: websocket``) and ``handle`` returns. During a server's graceful
+        shutdown new upgrades get 503.
 
         Cancellation: cancelling the task closes the connection with 1001 (going away)
         within the close timeout, runs ``on_close``, then lets ``Cancelled`` propagate.
@@ -162,6 +163,10 @@ class WebSocketHandler:
                 b"this endpoint speaks WebSocket only\n",
                 headers=[("upgrade", "websocket"), ("connection", "Upgrade")],
             )
+            return
+        if request.body:
+            # RFC 6455 section 4.1: the opening handshake is a GET without a body.
+            await c.respond(400, b"a WebSocket upgrade request has no body\n")
             return
         try:
             handshake = server_handshake(

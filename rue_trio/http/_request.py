@@ -94,6 +94,10 @@ def split_target(target: str) -> tuple[str, str]:
 
     Returns:
         ``(path, query_string)``.
+
+    Raises:
+        ValueError: an absolute-form target that is not a URL (such as
+            ``http://[::1``).
     """
     if not target.startswith("/") and target != "*":
         parts = urlsplit(target)
