@@ -493,11 +493,18 @@ class HTTPConnection:
             raise RuntimeError("a response was already sent for this request")
 
     async def _send(self, data: bytes) -> None:
-        try:
-            await self._stream.send_all(data)
-        except _TRANSPORT_ERRORS:
+        """Write under ``write_timeout``: a client that stops reading counts as gone."""
+        with trio.move_on_after(self._limits.write_timeout) as scope:
+            try:
+                await self._stream.send_all(data)
+            except _TRANSPORT_ERRORS:
+                self.client_gone = True
+                raise
+        if scope.cancelled_caught:
             self.client_gone = True
-            raise
+            raise trio.BrokenResourceError(
+                f"the client read nothing for {self._limits.write_timeout:g}s (write_timeout)"
+            )
 
     async def respond(self, status: int, headers: HeaderList = (), body: bytes = b"") -> None:
         """Send a complete response to the current request.
@@ -637,7 +644,7 @@ class HTTPConnection:
                 data += h.send(h11.Data(data=body))
             h.send(h11.EndOfMessage())
             self.status = status
-            await self._stream.send_all(data)
+            await self._send(data)
         else:
             await trio.lowlevel.checkpoint()
         if linger:
