@@ -38,14 +38,14 @@ import signal
 import ssl
 import stat
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Final, Protocol, TypeAlias, TypeVar, overload
 
 import trio
 
-from rue_trio._workers import exit_with_parent, supervise_workers, worker_port
+from rue_trio._workers import exit_with_parent, force_exit, supervise_workers, worker_port
 from rue_trio.http import (
     ALL_METHODS,
     READ_SIZE,
@@ -727,27 +727,52 @@ class App:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                addresses = await nursery.start(
-                    partial(
-                        self.serve,
-                        host,
-                        port,
-                        ssl_context=ssl_context,
-                        max_connections=max_connections,
-                        reuse_port=worker,
-                    )
-                )
+                # The first signal cancels only the serving scope: the watcher lives on
+                # through the drain, to act on a second one.
+                serving = trio.CancelScope()
+                nursery.start_soon(_watch_signals, signals, serving, worker)
+
+                async def serve(*, task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
+                    with serving:
+                        await self.serve(
+                            host,
+                            port,
+                            ssl_context=ssl_context,
+                            max_connections=max_connections,
+                            reuse_port=worker,
+                            task_status=task_status,
+                        )
+                    nursery.cancel_scope.cancel()
+
+                addresses = await nursery.start(serve)
                 if worker:
-                    nursery.start_soon(exit_with_parent, nursery.cancel_scope)
+                    nursery.start_soon(exit_with_parent, serving)
                 scheme = "https" if ssl_context is not None else "http"
                 for bound_host, bound_port in addresses:
                     _log.info(
                         "listening on %s://%s", scheme, format_address(bound_host, bound_port)
                     )
-                async for signum in signals:
-                    _log.info("received %s: shutting down gracefully", signal.Signals(signum).name)
-                    nursery.cancel_scope.cancel()
-                    break
+
+
+async def _watch_signals(
+    signals: AsyncIterator[int], serving: trio.CancelScope, worker: bool
+) -> None:
+    """The first SIGINT or SIGTERM starts the drain; a second one exits at once.
+
+    A worker leaves the second one to its parent (it gets each Ctrl-C twice: from the
+    terminal and forwarded), which kills the workers when it gets one itself.
+    """
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if not serving.cancel_called:
+            _log.info(
+                "received %s: shutting down gracefully%s",
+                name,
+                "" if worker else " (send it again to exit at once)",
+            )
+            serving.cancel()
+        elif not worker:
+            force_exit(signum)
 
 
 def _configure_logging() -> None:
