@@ -270,7 +270,9 @@ class Context:
         """Write a complete ``101 Switching Protocols`` response and take the stream.
 
         After this, the HTTP layer never reads or writes the stream; it is closed when
-        the route function returns.
+        the route function returns. :attr:`request` becomes its light copy
+        (:meth:`~rue_trio.http.Request.light`: no body, at most
+        ``limits.upgraded_field_bytes`` of header fields).
 
         Args:
             response: the raw response (from ``rue_trio.protocol.accept_response``).
@@ -288,6 +290,8 @@ class Context:
         if self._on_upgrade is not None:
             for callback in self._on_upgrade:
                 callback()
+        # From now on the request lives as long as the new protocol: keep it light.
+        self.request = self.request.light(self.app.limits.upgraded_field_bytes)
         return result
 
 
@@ -585,6 +589,9 @@ class App:
         self, conn: HTTPConnection, request: Request, lookup: Lookup[RouteFunction]
     ) -> None:
         c = Context(self, conn, request, lookup)
+        # The context owns the request: after an upgrade it swaps in a light copy, and
+        # this frame (alive as long as the WebSocket) must not keep the full one.
+        del request
         if self._middleware:
             await _Chain(self._middleware, c)()
         else:
@@ -800,12 +807,12 @@ async def request_logger(c: Context, next: Next) -> None:
         await next()
         return
     start = time.perf_counter()
-    request = c.request
     logged = False
 
     def log() -> None:
         nonlocal logged
         logged = True
+        request = c.request
         address = c.remote_address
         _log.info(
             "%s %s %s %s %.2fms",

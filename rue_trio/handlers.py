@@ -185,6 +185,8 @@ class WebSocketHandler:
             await c.respond(403, b"origin not allowed\n")
             return
         stream, trailing_data = await c.switch_protocols(handshake.response)
+        # The connection keeps the light copy the context now holds, not the full one.
+        request = c.request
         deflate = None
         if handshake.deflate_params is not None:
             assert self.compression is not None

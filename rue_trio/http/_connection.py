@@ -127,6 +127,9 @@ class HTTPLimits:
         write_timeout: seconds one write of a response (at most 64 KiB, or a whole
             small response) may take; a client that does not read for that long is
             dropped, which frees its task, its socket and any file being sent.
+        upgraded_field_bytes: after a WebSocket upgrade, how many bytes of header
+            fields the connection keeps in its request record for its whole life
+            (see :meth:`Request.light`).
     """
 
     max_header_size: int = 16 * 1024
@@ -135,12 +138,13 @@ class HTTPLimits:
     request_timeout: float = 10.0
     keep_alive_timeout: float = 5.0
     write_timeout: float = 30.0
+    upgraded_field_bytes: int = 4096
 
     def __post_init__(self) -> None:
-        if self.max_header_size <= 0 or self.max_header_count <= 0 or self.max_body_size < 0:
-            raise ValueError(
-                "max_header_size and max_header_count must be positive and max_body_size >= 0"
-            )
+        if self.max_header_size <= 0 or self.max_header_count <= 0:
+            raise ValueError("max_header_size and max_header_count must be positive")
+        if self.max_body_size < 0 or self.upgraded_field_bytes < 0:
+            raise ValueError("max_body_size and upgraded_field_bytes must not be negative")
         if self.request_timeout <= 0 or self.keep_alive_timeout <= 0 or self.write_timeout <= 0:
             raise ValueError(
                 "request_timeout, keep_alive_timeout and write_timeout must be positive"
@@ -328,28 +332,29 @@ class HTTPConnection:
             lookup = router.lookup(method, path)
             self._head_only = method == "HEAD"
             self._has_body = bool(body)
-            request = Request(
-                method,
-                target,
-                path,
-                query,
-                "1.1" if event.http_version == b"1.1" else event.http_version.decode("ascii"),
-                tuple(event.headers),
-                lookup.params if type(lookup) is RouteMatch else _EMPTY_PARAMS,
-                self.remote_address,
-                body,
-            )
-            # h11's event is not needed any more: not kept alive while the request
-            # runs (after an upgrade, for the WebSocket's whole life).
-            del received, event
+            # Handed over, not kept: the request must not stay referenced from this
+            # frame while it runs, as after an upgrade (for the WebSocket's whole life)
+            # the app keeps only a light copy (Request.light). Nor does h11's event.
+            handover = [
+                Request(
+                    method,
+                    target,
+                    path,
+                    query,
+                    "1.1" if event.http_version == b"1.1" else event.http_version.decode("ascii"),
+                    tuple(event.headers),
+                    lookup.params if type(lookup) is RouteMatch else _EMPTY_PARAMS,
+                    self.remote_address,
+                    body,
+                )
+            ]
+            del received, event, body, target
             try:
-                await dispatch(self, request, lookup)
+                await dispatch(self, handover.pop(), lookup)
             except Exception:
                 if self.client_gone:
                     return
-                _log.exception(
-                    "unhandled error while serving %s %s", request.method, request.target
-                )
+                _log.exception("unhandled error while serving %s %s", method, path)
                 await self._fail(500, linger=False)
                 return
             if self._phase == _UPGRADED:
