@@ -184,15 +184,17 @@ class WebSocketHandler:
         if allowed is not None and origin is not None and origin not in allowed:
             await c.respond(403, b"origin not allowed\n")
             return
+        subprotocol, deflate_params = handshake.subprotocol, handshake.deflate_params
         stream, trailing_data = await c.switch_protocols(handshake.response)
-        # The connection keeps the light copy the context now holds, not the full one.
+        # This frame lives as long as the connection: it keeps neither the handshake
+        # (the offered subprotocols and extensions may fill a head) nor the full
+        # request, only the light copy the context now holds.
+        del handshake
         request = c.request
         deflate = None
-        if handshake.deflate_params is not None:
+        if deflate_params is not None:
             assert self.compression is not None
-            deflate = PerMessageDeflate(
-                handshake.deflate_params, is_server=True, config=self.compression
-            )
+            deflate = PerMessageDeflate(deflate_params, is_server=True, config=self.compression)
         protocol = Protocol(Role.SERVER, max_message_size=self.max_message_size, deflate=deflate)
         connected: WebSocketConn | None = None
         try:
@@ -201,7 +203,7 @@ class WebSocketHandler:
                 protocol,
                 trailing_data=trailing_data,
                 request=request,
-                subprotocol=handshake.subprotocol,
+                subprotocol=subprotocol,
                 remote_address=c.remote_address,
                 config=self.config,
             ) as conn:

@@ -16,6 +16,7 @@ _HANDSHAKE_FIELDS = frozenset(
         b"sec-websocket-key",
         b"sec-websocket-version",
         b"sec-websocket-extensions",
+        b"sec-websocket-protocol",
     }
 )
 
@@ -57,8 +58,9 @@ class Request:
         """A copy to keep for a long-lived (upgraded) connection: bounded in bytes.
 
         The body is dropped, and so are the fields of the WebSocket handshake itself
-        (``Upgrade``, ``Connection``, ``Sec-WebSocket-Key``, ``-Version`` and
-        ``-Extensions``: the connection has used them). The other fields are kept in
+        (``Upgrade``, ``Connection``, ``Sec-WebSocket-Key``, ``-Version``,
+        ``-Extensions`` and ``-Protocol``: the connection has used them, and keeps
+        what was agreed). The other fields are kept in
         order while their names and values add up to at most ``max_field_bytes``; a
         field that does not fit is left out. Method, target, path, query, version,
         parameters and address are kept.
