@@ -30,9 +30,11 @@ Limits, each answered with its status before the connection closes:
 * the body may not exceed ``max_body_size`` bytes (413, RFC 9110 section 15.5.14),
   checked against ``Content-Length`` or each chunk's announced size before any of it is
   read; a chunk size beyond 63 bits gets 400;
-* a request with both ``Transfer-Encoding`` and ``Content-Length`` gets 400 (RFC 9112
-  section 6.1: such a message is how requests are smuggled past proxies), and the
-  connection closes, so nothing after it is answered;
+* a request with both ``Transfer-Encoding`` and ``Content-Length``, or an HTTP/1.0
+  request with ``Transfer-Encoding``, gets 400 (RFC 9112 section 6.1: such a message
+  is how requests are smuggled past proxies), and the connection closes, so nothing
+  after it is answered;
+* a target in none of the request forms (RFC 9112 section 3.2) gets 400;
 * only HTTP/1.0 and HTTP/1.1 are served; another version gets 505 (RFC 9110 section
   15.6.6);
 * every response write must complete within ``write_timeout`` seconds: a client that
@@ -465,7 +467,9 @@ class HTTPConnection:
                 framing |= 1
             elif name == b"transfer-encoding":
                 framing |= 2
-        if framing == 3:
+        if framing == 3 or (framing & 2 and version == b"1.0"):
+            # RFC 9112 section 6.1: both, or Transfer-Encoding in HTTP/1.0, is faulty
+            # framing, on which a proxy and this server could disagree.
             raise _Reject(400)
 
     def _check_length(self, event: h11.Request) -> None:

@@ -148,11 +148,13 @@ def split_target(target: str) -> tuple[str, str]:
         ``(path, query_string)``.
 
     Raises:
-        ValueError: an absolute-form target that is not a URL (such as
-            ``http://[::1``).
+        ValueError: a target in none of these forms (such as ``?a=1``), or an
+            absolute form that is not a URL (such as ``http://[::1``).
     """
     if not target.startswith("/") and target != "*":
         parts = urlsplit(target)
+        if not parts.scheme:
+            raise ValueError(f"{target[:64]!r} is in none of the request-target forms")
         return unquote(parts.path) or "/", parts.query
     path, _, query = target.partition("?")
     if "%" in path:

@@ -149,3 +149,18 @@ async def test_http_malformed_absolute_target_is_400_without_traceback(
         replies = await _exchange(port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         assert [r.status for r in replies] == [400]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+async def test_http_10_request_with_transfer_encoding_is_400_and_closes() -> None:
+    # RFC 9112 section 6.1: in HTTP/1.0 the framing is faulty, whatever else is present.
+    request = b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    async with serving() as port:
+        assert [r.status for r in await _exchange(port, request)] == [400]
+
+
+@pytest.mark.parametrize("target", [b"?a=1", b"abc", b"..%2f"])
+async def test_http_target_in_no_request_form_is_400(target: bytes) -> None:
+    # RFC 9112 section 3.2: origin form ("/..."), absolute form, or "*".
+    async with serving() as port:
+        replies = await _exchange(port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert [r.status for r in replies] == [400]
