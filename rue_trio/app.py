@@ -676,6 +676,9 @@ class App:
 
         This starts Trio (``trio.run``) and blocks. If logging is not configured, the
         ``rue_trio`` logger gets a stderr handler at INFO level, so request logs show.
+        After a graceful shutdown ``run`` returns (a script then exits with status 0);
+        a second Ctrl-C or SIGTERM during the shutdown exits the process at once, with
+        status 128 + the signal's number, without waiting for the connections.
 
         With ``workers=N`` (N > 1) this process starts N worker processes by running its
         own command line again (``python app.py`` or ``python -m pkg.app``), each serving

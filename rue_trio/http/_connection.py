@@ -530,7 +530,8 @@ class HTTPConnection:
         Raises:
             RuntimeError: a response was already sent.
             ValueError: the status or a header is invalid.
-            trio.BrokenResourceError: the client is gone (:attr:`client_gone` is set).
+            trio.BrokenResourceError: the client is gone, or read nothing for
+                ``write_timeout`` seconds (:attr:`client_gone` is set).
 
         Cancellation: a cancelled write may leave a partial response on the stream;
         the connection then closes.
@@ -575,7 +576,8 @@ class HTTPConnection:
             RuntimeError: a response was already sent.
             ValueError: the status or a header is invalid, or the chunks do not add up
                 to ``content_length``.
-            trio.BrokenResourceError: the client is gone.
+            trio.BrokenResourceError: the client is gone, or read nothing for
+                ``write_timeout`` seconds.
 
         Cancellation: the response is left incomplete and the connection closes.
         """
