@@ -41,16 +41,16 @@ import socket
 import ssl
 import stat
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Final, Protocol, TypeAlias, TypeVar, overload
+from typing import Any, Final, Generic, Protocol, TypeAlias, TypeVar, overload
 
 import trio
 
 from rue_trio._groups import single_failure
 from rue_trio._proxies import client_address, parse_proxies
-from rue_trio._workers import exit_with_parent, supervise_workers, worker_port
+from rue_trio._workers import exit_with_parent, force_exit, supervise_workers, worker_port
 from rue_trio.exceptions import BindError, InvalidAddressError
 from rue_trio.http import (
     ALL_METHODS,
@@ -98,6 +98,7 @@ Next: TypeAlias = Callable[[], Awaitable[None]]
 Middleware: TypeAlias = Callable[["Context", Next], Awaitable[None]]
 
 R = TypeVar("R", bound=RouteFunction)
+S = TypeVar("S")
 
 _TEXT: Final = (b"content-type", b"text/plain; charset=utf-8")
 _JSON: Final = (b"content-type", b"application/json; charset=utf-8")
@@ -301,7 +302,9 @@ class Context:
         """Write a complete ``101 Switching Protocols`` response and take the stream.
 
         After this, the HTTP layer never reads or writes the stream; it is closed when
-        the route function returns.
+        the route function returns. :attr:`request` becomes its light copy
+        (:meth:`~rue_trio.http.Request.light`: no body, at most
+        ``limits.upgraded_field_bytes`` of header fields).
 
         Args:
             response: the raw response (from ``rue_trio.protocol.accept_response``).
@@ -319,6 +322,8 @@ class Context:
         if self._on_upgrade is not None:
             for callback in self._on_upgrade:
                 callback()
+        # From now on the request lives as long as the new protocol: keep it light.
+        self.request = self.request.light(self.app.limits.upgraded_field_bytes)
         return result
 
 
@@ -627,6 +632,9 @@ class App:
         self, conn: HTTPConnection, request: Request, lookup: Lookup[RouteFunction]
     ) -> None:
         c = Context(self, conn, request, lookup)
+        # The context owns the request: after an upgrade it swaps in a light copy, and
+        # this frame (alive as long as the WebSocket) must not keep the full one.
+        del request
         if self._middleware:
             await _Chain(self._middleware, c)()
         else:
@@ -729,7 +737,9 @@ class App:
         name = os.fspath(path)
         listener = await _unix_listener(name, mode, backlog)
         try:
-            await server.serve_listeners([listener], task_status=_StartedWith(task_status, name))
+            await server.serve_listeners(
+                [listener], task_status=_Reporting(task_status, lambda _: name)
+            )
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(name)
@@ -765,7 +775,10 @@ class App:
         logger, the application's own included, go to stderr
         (``logging.basicConfig(level=logging.INFO)``): the lines an ``on_connect`` logs
         show, as with Rue's ``Default``. Configure logging before calling ``run``, or pass
-        ``configure_logging=False``, to decide otherwise.
+        ``configure_logging=False``, to decide otherwise. After a graceful shutdown
+        ``run`` returns (a script then exits with status 0); a second Ctrl-C or SIGTERM
+        during the shutdown exits the process at once, with status 128 + the signal's
+        number, without waiting for the connections.
 
         With ``workers=N`` (N > 1) this process starts N worker processes by running its
         own command line again (``python app.py`` or ``python -m pkg.app``), each serving
@@ -849,44 +862,73 @@ class App:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                if unix_path is not None:
-                    serve = partial(self.serve_unix, unix_path, max_connections=max_connections)
-                    _server_log.info("listening on unix:%s", await nursery.start(serve))
-                else:
-                    addresses = await nursery.start(
-                        partial(
-                            self.serve,
-                            host,
-                            port,
-                            ssl_context=ssl_context,
-                            max_connections=max_connections,
-                            reuse_port=worker,
-                        )
-                    )
-                    scheme = "https" if ssl_context is not None else "http"
-                    for bound_host, bound_port in addresses:
-                        _server_log.info(
-                            "listening on %s://%s", scheme, format_address(bound_host, bound_port)
-                        )
-                if worker:
-                    nursery.start_soon(exit_with_parent, nursery.cancel_scope)
-                async for signum in signals:
-                    _server_log.info(
-                        "received %s: shutting down gracefully", signal.Signals(signum).name
-                    )
+                # The first signal cancels only the serving scope: the watcher lives on
+                # through the drain, to act on a second one.
+                serving = trio.CancelScope()
+                nursery.start_soon(_watch_signals, signals, serving, worker)
+                scheme = "https" if ssl_context is not None else "http"
+
+                async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
+                    with serving:
+                        if unix_path is not None:
+                            await self.serve_unix(
+                                unix_path,
+                                max_connections=max_connections,
+                                task_status=_Reporting(task_status, lambda path: [f"unix:{path}"]),
+                            )
+                        else:
+                            await self.serve(
+                                host,
+                                port,
+                                ssl_context=ssl_context,
+                                max_connections=max_connections,
+                                reuse_port=worker,
+                                task_status=_Reporting(
+                                    task_status,
+                                    lambda bound: [
+                                        f"{scheme}://{format_address(*address)}"
+                                        for address in bound
+                                    ],
+                                ),
+                            )
                     nursery.cancel_scope.cancel()
-                    break
+
+                for where in await nursery.start(serve):
+                    _server_log.info("listening on %s", where)
+                if worker:
+                    nursery.start_soon(exit_with_parent, serving)
 
 
-class _StartedWith:
-    """A task status that reports a value of its own instead of the one it is given."""
+async def _watch_signals(
+    signals: AsyncIterator[int], serving: trio.CancelScope, worker: bool
+) -> None:
+    """The first SIGINT or SIGTERM starts the drain; a second one exits at once.
 
-    def __init__(self, status: trio.TaskStatus[str], value: str) -> None:
+    A worker leaves the second one to its parent (it gets each Ctrl-C twice: from the
+    terminal and forwarded), which kills the workers when it gets one itself.
+    """
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if not serving.cancel_called:
+            _server_log.info(
+                "received %s: shutting down gracefully%s",
+                name,
+                "" if worker else " (send it again to exit at once)",
+            )
+            serving.cancel()
+        elif not worker:
+            force_exit(signum)
+
+
+class _Reporting(Generic[S]):
+    """A task status that reports ``transform(value)`` for the ``value`` it is given."""
+
+    def __init__(self, status: trio.TaskStatus[S], transform: Callable[[Any], S]) -> None:
         self._status = status
-        self._value = value
+        self._transform = transform
 
-    def started(self, value: object = None) -> None:
-        self._status.started(self._value)
+    def started(self, value: Any = None) -> None:
+        self._status.started(self._transform(value))
 
 
 async def _unix_listener(path: str, mode: int | None, backlog: int | None) -> trio.SocketListener:
@@ -987,12 +1029,12 @@ async def request_logger(c: Context, next: Next) -> None:
         await next()
         return
     start = time.perf_counter()
-    request = c.request
     logged = False
 
     def log() -> None:
         nonlocal logged
         logged = True
+        request = c.request
         address = c.remote_address
         _http_log.info(
             "%s %s %s %s %.2fms",

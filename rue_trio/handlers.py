@@ -157,8 +157,9 @@ class WebSocketHandler:
         """Upgrade the request of ``c``, then run the connection: Rue's ``handler.Handle(c)``.
 
         A request that is not a valid upgrade is answered with its HTTP status (400,
-        403, 405, or 426 for a plain GET, with ``Upgrade: websocket``) and ``handle``
-        returns. During a server's graceful shutdown new upgrades get 503.
+        also for a request with a body, 403, 405, or 426 for a plain GET, with
+        ``Upgrade: websocket``) and ``handle`` returns. During a server's graceful
+        shutdown new upgrades get 503.
 
         Cancellation: cancelling the task closes the connection with 1001 (going away)
         within the close timeout, runs ``on_close``, then lets ``Cancelled`` propagate.
@@ -182,6 +183,10 @@ class WebSocketHandler:
                 b"this endpoint speaks WebSocket only\n",
                 headers=[("upgrade", "websocket"), ("connection", "Upgrade")],
             )
+            return
+        if request.body:
+            # RFC 6455 section 4.1: the opening handshake is a GET without a body.
+            await c.respond(400, b"a WebSocket upgrade request has no body\n")
             return
         try:
             handshake = self._handshake(request)
@@ -208,14 +213,20 @@ class WebSocketHandler:
             if identity.headers:
                 extra = [_header_bytes(field) for field in identity.headers]
                 response = self._handshake(request, extra).response
+        subprotocol, deflate_params = handshake.subprotocol, handshake.deflate_params
+        # Read from the full request (its proxy headers), before the light copy replaces it.
+        client = c.remote_address
         stream, trailing_data = await c.switch_protocols(response)
         TALLY.handshakes[101] += 1
+        # This frame lives as long as the connection: it keeps neither the handshake
+        # (the offered subprotocols and extensions may fill a head) nor the full
+        # request, only the light copy the context now holds.
+        del handshake, response
+        request = c.request
         deflate = None
-        if handshake.deflate_params is not None:
+        if deflate_params is not None:
             assert self.compression is not None
-            deflate = PerMessageDeflate(
-                handshake.deflate_params, is_server=True, config=self.compression
-            )
+            deflate = PerMessageDeflate(deflate_params, is_server=True, config=self.compression)
         protocol = Protocol(Role.SERVER, max_message_size=self.max_message_size, deflate=deflate)
         opened: WebSocketConn | None = None
         connected: WebSocketConn | None = None
@@ -225,8 +236,8 @@ class WebSocketHandler:
                 protocol,
                 trailing_data=trailing_data,
                 request=request,
-                subprotocol=handshake.subprotocol,
-                remote_address=c.remote_address,
+                subprotocol=subprotocol,
+                remote_address=client,
                 config=self.config,
             ) as conn:
                 if identity is not None:
