@@ -101,6 +101,26 @@ async def test_proxy_websocket_remote_address_is_the_client_over_a_real_socket()
     assert seen == [("203.0.113.9", 0)]
 
 
+async def test_proxy_remote_address_survives_the_light_request_after_upgrade() -> None:
+    """The proxy header sits past the 4 KiB of fields an upgraded request keeps."""
+    seen: list[tuple[str, int] | None] = []
+    app = proxied_app(["127.0.0.1"], seen)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            ((_, port),) = await nursery.start(app.serve, "127.0.0.1", 0)
+            # After Host (about 19 bytes), 4000 + 60 bytes of fields leave less than the
+            # 27 that X-Forwarded-For needs in the 4,096 an upgraded request keeps.
+            fields = [
+                ("X-Filler-a", "f" * 3990),
+                ("X-Filler-b", "f" * 50),
+                ("X-Forwarded-For", "203.0.113.10"),
+            ]
+            async with open_websocket(f"ws://127.0.0.1:{port}/ws", headers=fields):
+                pass
+            nursery.cancel_scope.cancel()
+    assert seen == [("203.0.113.10", 0)]
+
+
 async def get_over_unix(path: str, request: bytes) -> bytes:
     stream = await trio.open_unix_socket(path)
     async with stream:
