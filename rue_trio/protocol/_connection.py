@@ -50,6 +50,7 @@ import os
 import re
 import struct
 from collections.abc import Callable
+from sys import getsizeof
 from typing import TypeVar
 
 from rue_trio.exceptions import (
@@ -117,6 +118,8 @@ _UNPACK_64 = struct.Struct("!Q").unpack_from
 _OK_CODES = frozenset({1000, 1001, 1005})
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 _MASK_POOL_SIZE = 4096
+# Room without a bound, for receive_data().
+_UNLIMITED = 1 << 62
 # What each continuation frame costs against max_message_size, over its payload: about
 # what a frame costs to handle, so that empty or one-byte fragments reach the limit.
 _FRAME_COST = 64
@@ -204,24 +207,18 @@ class Protocol:
             data: the bytes, in any chunking; an empty chunk is ignored.
         """
         self.buffer_data(data)
-        events = self._events
-        while True:
-            try:
-                event = self._next_event()
-            except ProtocolError as exc:
-                self._fail_on(exc)
-                return
-            if event is None:
-                return
-            events.append(event)
+        try:
+            self._parse(self._events, _UNLIMITED, _UNLIMITED, False)
+        except ProtocolError as exc:
+            self._fail_on(exc)
 
     def buffer_data(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes received from the peer without parsing them.
 
-        Parse them with :meth:`next_event`, one event at a time, while the caller has
-        room for what they decode to. Append the next read only once :meth:`next_event`
-        returned ``None``: the buffer then holds at most one read, plus an incomplete
-        header or control frame (a data frame's payload is consumed as it arrives).
+        Parse them with :meth:`next_events` (or :meth:`next_event`) while the caller has
+        room for what they decode to. Append the next read only once parsing returned
+        nothing: the buffer then holds at most one read, plus an incomplete header or
+        control frame (a data frame's payload is consumed as it arrives).
 
         Args:
             data: the bytes, in any chunking; ignored once reading stopped.
@@ -229,24 +226,46 @@ class Protocol:
         if self._reading:
             self._buf += data
 
-    def next_event(self) -> Event | None:
-        """Parse the buffered bytes until the next event, and return it.
+    def next_events(self, max_messages: int, max_bytes: int) -> list[Event]:
+        """Parse the buffered bytes into events, as far as the caller has room.
+
+        Parsing stops after ``max_messages`` data messages, or once the messages parsed
+        take ``max_bytes`` or more as Python holds them (``sys.getsizeof`` of their
+        data; the message that crosses the bound is returned), or after any control
+        event (so that the caller sees a ping's pong or a close before parsing on), or
+        when the buffer runs out.
 
         Automatic answers (a pong, a close echo) are queued as the frames that call for
         them are parsed. A protocol violation does not fail the connection here: parsing
-        stops, :attr:`parser_exc` is set and ``None`` is returned, so that the caller can
-        deliver the events that came before it and let the application answer them;
-        then it calls :meth:`fail_on_violation`.
+        stops, :attr:`parser_exc` is set and the events before it are returned, so that
+        the caller can deliver them and let the application answer them; then it calls
+        :meth:`fail_on_violation`.
+
+        Args:
+            max_messages: parse at most this many data messages (at least 1).
+            max_bytes: stop once the messages parsed take this many bytes (at least 1).
+
+        Returns:
+            The events, oldest first; empty when more bytes are needed or reading stopped.
+        """
+        events: list[Event] = []
+        try:
+            self._parse(events, max_messages, max_bytes, True)
+        except ProtocolError as exc:
+            self.parser_exc = detach_traceback(exc)
+            self._stop_reading()
+        return events
+
+    def next_event(self) -> Event | None:
+        """Parse the buffered bytes until the next event, and return it.
+
+        As :meth:`next_events` with room for one message.
 
         Returns:
             The next event, or ``None`` when more bytes are needed or reading stopped.
         """
-        try:
-            return self._next_event()
-        except ProtocolError as exc:
-            self.parser_exc = detach_traceback(exc)
-            self._stop_reading()
-            return None
+        events = self.next_events(1, 1)
+        return events[0] if events else None
 
     def fail_on_violation(self) -> None:
         """Fail the connection for the violation :meth:`next_event` found, if any."""
@@ -254,14 +273,20 @@ class Protocol:
         if exc is not None:
             self.fail(exc.close_code, str(exc)[:120])
 
-    def _next_event(self) -> Event | None:
-        """Parse from ``_pos`` until an event; ``None`` when the buffer runs out."""
+    def _parse(
+        self, events: list[Event], messages: int, nbytes: int, stop_at_control: bool
+    ) -> None:
+        """Parse from ``_pos`` into ``events``, within the room given (see next_events)."""
+        if not self._reading:
+            return
         buf = self._buf
         max_size = self.max_message_size
         expect_mask = self._expect_mask
-        while self._reading:
-            pos = self._pos
-            end = len(buf)
+        # The hot loop keeps its position and need in locals, stored back on the way out.
+        pos = self._pos
+        need = self._need
+        end = len(buf)
+        while True:
             left = self._frame_left
             if left:
                 # Inside a data frame's payload: consume what arrived (section 5.4).
@@ -269,7 +294,6 @@ class Protocol:
                     break
                 n = min(left, end - pos)
                 self._frame_left = left = left - n
-                self._pos = pos + n
                 key = self._frame_key
                 if key:
                     phase = self._frame_phase
@@ -277,11 +301,17 @@ class Protocol:
                     chunk = apply_mask(memoryview(buf)[pos : pos + n], key[phase:] + key[:phase])
                 else:
                     chunk = bytes(buf[pos : pos + n])
+                pos += n
                 message = self._data(chunk, not left and self._frame_fin)
                 if message is not None:
-                    return message
+                    events.append(message)
+                    messages -= 1
+                    nbytes -= getsizeof(message.data)
+                    if messages <= 0 or nbytes <= 0:
+                        self._pos = pos
+                        return
                 continue
-            if end - pos < self._need:
+            if end - pos < need:
                 break
             b0 = buf[pos]
             b1 = buf[pos + 1]
@@ -289,13 +319,13 @@ class Protocol:
             hlen = 2
             if length == 126:
                 if end - pos < 4:
-                    self._need = 4
+                    need = 4
                     break
                 (length,) = _UNPACK_16(buf, pos + 2)
                 hlen = 4
             elif length == 127:
                 if end - pos < 10:
-                    self._need = 10
+                    need = 10
                     break
                 (length,) = _UNPACK_64(buf, pos + 2)
                 hlen = 10
@@ -343,7 +373,7 @@ class Protocol:
             if frame_end > end:
                 if opcode >= 8 or end < start:
                     # A control frame is parsed whole; so is every frame's header.
-                    self._need = frame_end - pos if end >= start else hlen
+                    need = frame_end - pos if end >= start else hlen
                     break
                 # A data frame's payload is consumed as it arrives: at most one read
                 # is ever buffered, and text is validated before the frame is complete.
@@ -352,11 +382,10 @@ class Protocol:
                 self._frame_left = length
                 self._frame_key = bytes(buf[pos + hlen - 4 : start]) if expect_mask else b""
                 self._frame_phase = 0
-                self._pos = start
-                self._need = 2
+                pos = start
+                need = 2
                 continue
-            self._pos = frame_end
-            self._need = 2
+            need = 2
             if expect_mask:
                 # The key sits right before the payload (section 5.2).
                 payload = unmask_at(buf, start, frame_end)
@@ -365,18 +394,45 @@ class Protocol:
             else:
                 # Through a view: one copy instead of two (slice, then bytes).
                 payload = bytes(memoryview(buf)[start:frame_end])
+            pos = frame_end
+            data: str | bytes
             if b0 == 0x81 and self._frag_type is None:
                 # The common case: a whole, uncompressed text message.
-                return Message(_TEXT, self._decode(payload))
-            if b0 == 0x82 and self._frag_type is None:
-                return Message(_BINARY, payload)
-            event = self._frame(b0, opcode, payload)
-            if event is not None:
-                return event
-        if self._pos:
-            del buf[: self._pos]
-            self._pos = 0
-        return None
+                if max_size is not None and len(payload) << 2 > max_size:
+                    self._check_width(payload)
+                try:
+                    data = payload.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InvalidPayloadError("text message is not valid UTF-8") from exc
+                events.append(Message(_TEXT, data))
+            elif b0 == 0x82 and self._frag_type is None:
+                data = payload
+                events.append(Message(_BINARY, payload))
+            else:
+                event = self._frame(b0, opcode, payload)
+                if event is None:
+                    continue
+                events.append(event)
+                if type(event) is not Message:
+                    if not self._reading:
+                        # A close frame: the buffers are gone.
+                        return
+                    if stop_at_control:
+                        self._pos = pos
+                        self._need = need
+                        return
+                    continue
+                data = event.data
+            messages -= 1
+            nbytes -= getsizeof(data)
+            if messages <= 0 or nbytes <= 0:
+                self._pos = pos
+                self._need = need
+                return
+        if pos:
+            del buf[:pos]
+        self._pos = 0
+        self._need = need
 
     def _frame(self, b0: int, opcode: int, payload: bytes) -> Event | None:
         """Handle any whole frame but an unfragmented uncompressed data message."""
