@@ -1,0 +1,306 @@
+"""Where a rue_trio server's time goes per operation: task steps, call counts, cProfile.
+
+Usage (from the repository root; each run takes seconds to a minute)::
+
+    python bench/profile_server.py --scenario pingpong          # 64 B round trips
+    python bench/profile_server.py --scenario conns100          # 100 connections ping-pong
+    python bench/profile_server.py --scenario mib               # 1 MiB echo
+    python bench/profile_server.py --scenario handshake         # open + close
+    python bench/profile_server.py --scenario broadcast         # hub to 1,000, one at a time
+    python bench/profile_server.py --scenario pingpong --server plain-trio   # the floor
+    python bench/profile_server.py --scenario all --top 15 --json out.json
+
+The server runs in this process on 127.0.0.1 (bench/servers.py's rue_trio echo server:
+keepalive off, as in bench/driver.py; ``--keepalive`` keeps rue_trio's default); the load
+comes from a child process running bench/driver.py's client (bench/_loadgen.py). After a
+warm-up that is not measured, two phases of ``--count`` operations each:
+
+1. **Steps.** A Trio instrument counts, per operation: task steps (each time a task runs
+   until its next yield, by task name), reschedules (a task made runnable: a wakeup or a
+   checkpoint), scheduler passes (waits for I/O, one per batch of runnable tasks) and tasks
+   spawned. The server's own CPU time per operation (``time.process_time``, this process
+   only) is measured over the same phase. Counts are deterministic; CPU time is not (it
+   moves with the machine's load).
+2. **Profile.** cProfile over the second phase: time by component (h11, routing and the
+   upgrade, the protocol core, the connection's tasks, the Trio scheduler, socket system
+   calls, ...) as a share of the profiled time, then the top functions by own time with
+   their **calls per operation** (deterministic) and microseconds per operation (inflated by
+   the profiler's own cost: read the shares, not the absolute figures). Time blocked in
+   ``epoll.poll`` waiting for the client is left out of the total and shown apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import json
+import pstats
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _loadgen
+
+PROFILED = ["pingpong", "pipelined", "conns100", "mib", "handshake", "broadcast"]
+
+# Components, first match wins, on the function's file path (or a built-in's name).
+COMPONENTS = [
+    ("h11 (HTTP parsing and writing)", ("/h11/",)),
+    ("rue_trio http/ (request, router, 101)", ("rue_trio/http/",)),
+    (
+        "rue_trio app, server, handlers",
+        ("rue_trio/app.py", "rue_trio/server.py", "rue_trio/handlers.py"),
+    ),
+    ("rue_trio protocol/ (frames, handshake)", ("rue_trio/protocol/",)),
+    ("rue_trio websocket/ (conn, queue, tasks)", ("rue_trio/websocket/",)),
+    ("rue_trio other", ("rue_trio/",)),
+    ("trio scheduler and cancel scopes", ("trio/_core/",)),
+    ("trio streams and sockets", ("trio/",)),
+    ("socket system calls", ("_socket.socket", "socket.py")),
+    (
+        "handshake crypto (sha1, base64, urandom)",
+        ("_hashlib", "base64", "posix.urandom", "binascii"),
+    ),
+    ("bench server code", ("bench/",)),
+    ("outcome, sniffio, attrs", ("outcome", "sniffio", "attr/")),
+]
+EPOLL = "<method 'poll' of 'select.epoll' objects>"
+
+
+class StepCounter(trio.abc.Instrument):
+    """Counts the scheduler's work while ``active``."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.steps: Counter[str] = Counter()
+        self.spawned: Counter[str] = Counter()
+        self.scheduled = 0
+        self.io_waits = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.active:
+            self.steps[task.name] += 1
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        if self.active:
+            self.spawned[task.name] += 1
+
+    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+        if self.active:
+            self.scheduled += 1
+
+    def before_io_wait(self, timeout: float) -> None:
+        if self.active:
+            self.io_waits += 1
+
+
+def short_task(name: str) -> str:
+    """A task name without the module path of its function (``rue_trio...Server._run`` ->
+    ``Server._run``)."""
+    if " " in name:
+        return name
+    parts = name.split(".")
+    return ".".join(parts[-2:]) if len(parts) > 2 else name
+
+
+def component(path: str, func: str) -> str:
+    where = path if path != "~" else func
+    for label, needles in COMPONENTS:
+        if any(n in where for n in needles):
+            return label
+    return "other (stdlib, builtins)"
+
+
+def where(path: str, line: int, func: str) -> str:
+    if path == "~":
+        return func
+    for root in ("site-packages/", "rue_trio/", "bench/"):
+        i = path.rfind(root)
+        if i >= 0:
+            path = path[i + len(root) if root == "site-packages/" else i :]
+            break
+    else:
+        path = "/".join(Path(path).parts[-2:])
+    return f"{path}:{line}({func})"
+
+
+def analyse(
+    profile: cProfile.Profile, ops: int, top: int, callers_of: list[str]
+) -> dict[str, Any]:
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    rows = []
+    epoll = 0.0
+    for (path, line, func), (_cc, ncalls, tottime, _ct, _callers) in stats.items():
+        if func == EPOLL:
+            epoll += tottime
+            continue
+        rows.append((tottime, ncalls, path, line, func))
+    total = sum(r[0] for r in rows) or 1e-12
+    by_comp: Counter[str] = Counter()
+    calls_comp: Counter[str] = Counter()
+    for tottime, ncalls, path, _line, func in rows:
+        label = component(path, func)
+        by_comp[label] += tottime
+        calls_comp[label] += ncalls
+    rows.sort(reverse=True)
+    callers = {}
+    for (path, line, func), (_cc, _n, _tt, _ct, by_caller) in stats.items():
+        name = where(path, line, func)
+        if any(pattern in name for pattern in callers_of):
+            callers[name] = {
+                where(*caller): counts[1] / ops
+                for caller, counts in sorted(by_caller.items(), key=lambda kv: -kv[1][1])
+            }
+    return {
+        "callers": callers,
+        "profiled_us_per_op": total / ops * 1e6,
+        "epoll_wait_us_per_op": epoll / ops * 1e6,
+        "calls_per_op": sum(r[1] for r in rows) / ops,
+        "components": [
+            {
+                "component": label,
+                "share": t / total,
+                "us_per_op": t / ops * 1e6,
+                "calls_per_op": calls_comp[label] / ops,
+            }
+            for label, t in by_comp.most_common()
+        ],
+        "functions": [
+            {
+                "function": where(path, line, func),
+                "share": t / total,
+                "calls_per_op": n / ops,
+                "us_per_op": t / ops * 1e6,
+            }
+            for t, n, path, line, func in rows[:top]
+        ],
+    }
+
+
+async def run_scenario(args: argparse.Namespace, scenario: str) -> dict[str, Any]:
+    counter = StepCounter()
+    trio.lowlevel.add_instrument(counter)
+    count = args.count or _loadgen.COUNTS[scenario]
+    serve = _loadgen.build_server(args.server, args.keepalive, scenario == "broadcast")
+    kind = "plain" if args.server == "plain-trio" else "ws"
+    result: dict[str, Any] = {"scenario": scenario, "server": args.server, "count": count}
+    try:
+        async with trio.open_nursery() as nursery:
+            port = _loadgen.port_of(await nursery.start(serve))
+            with trio.fail_after(args.timeout):
+                async with _loadgen.open_child(scenario, port, count, 2, kind) as child:
+                    await child.expect("READY")
+                    # Phase 1: the instrument and the CPU clock.
+                    counter.active = True
+                    cpu0 = time.process_time()
+                    await child.say("GO")
+                    ops = int((await child.expect("DONE")).split()[1])
+                    cpu = time.process_time() - cpu0
+                    counter.active = False
+                    trio.lowlevel.remove_instrument(counter)  # not in the profile
+                    # Phase 2: cProfile.
+                    clock = time.thread_time if args.timer == "cpu" else time.perf_counter
+                    profile = cProfile.Profile(clock)
+                    profile.enable()
+                    await child.say("GO")
+                    ops2 = int((await child.expect("DONE")).split()[1])
+                    profile.disable()
+            nursery.cancel_scope.cancel()
+    finally:
+        with contextlib.suppress(KeyError):  # already removed after phase 1
+            trio.lowlevel.remove_instrument(counter)
+    result.update(
+        ops=ops,
+        unit=_loadgen.UNITS[scenario],
+        cpu_us_per_op=cpu / ops * 1e6,
+        task_steps_per_op=sum(counter.steps.values()) / ops,
+        reschedules_per_op=counter.scheduled / ops,
+        io_waits_per_op=counter.io_waits / ops,
+        tasks_spawned_per_op=sum(counter.spawned.values()) / ops,
+        steps_by_task={short_task(k): v / ops for k, v in counter.steps.most_common()},
+        spawned_by_task={short_task(k): v / ops for k, v in counter.spawned.most_common()},
+        profile=analyse(profile, ops2, args.top, args.callers),
+    )
+    return result
+
+
+def report(r: dict[str, Any]) -> str:
+    p = r["profile"]
+    out = [
+        f"== {r['scenario']} on {r['server']}: {r['ops']} x {r['unit']} per phase",
+        f"server CPU per {r['unit']}: {r['cpu_us_per_op']:.1f} us (noisy: moves with load)",
+        f"task steps {r['task_steps_per_op']:.2f}, reschedules {r['reschedules_per_op']:.2f}, "
+        f"scheduler passes {r['io_waits_per_op']:.2f}, "
+        f"tasks spawned {r['tasks_spawned_per_op']:.2f} per {r['unit']}",
+        "task steps per op by task: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in r["steps_by_task"].items() if v >= 0.005),
+    ]
+    if r["spawned_by_task"]:
+        out.append(
+            "tasks spawned per op: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in r["spawned_by_task"].items())
+        )
+    out += [
+        f"cProfile: {p['calls_per_op']:.0f} function calls per op, "
+        f"{p['profiled_us_per_op']:.1f} us per op under the profiler "
+        f"(+ {p['epoll_wait_us_per_op']:.1f} us blocked in epoll, left out)",
+        "",
+        f"{'component':44} {'share':>6} {'calls/op':>9}",
+    ]
+    for c in p["components"]:
+        out.append(f"{c['component']:44} {c['share']:6.1%} {c['calls_per_op']:9.1f}")
+    out += ["", f"{'function (own time)':64} {'share':>6} {'calls/op':>9}"]
+    for f in p["functions"]:
+        out.append(f"{f['function'][:64]:64} {f['share']:6.1%} {f['calls_per_op']:9.2f}")
+    for name, by_caller in p["callers"].items():
+        out += ["", f"calls per op of {name}, by caller:"]
+        out += [f"  {n:8.2f}  {caller}" for caller, n in by_caller.items()]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scenario", choices=[*PROFILED, "all"], default="pingpong")
+    parser.add_argument("--server", choices=["rue_trio", "plain-trio"], default="rue_trio")
+    parser.add_argument("--count", type=int, help="operations per phase (default per scenario)")
+    parser.add_argument("--keepalive", action="store_true", help="rue_trio's default keepalive")
+    parser.add_argument("--top", type=int, default=20, help="functions listed")
+    parser.add_argument(
+        "--callers",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="also list the callers of functions whose name contains TEXT (repeatable)",
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="bound of a scenario, s")
+    parser.add_argument(
+        "--timer",
+        choices=["cpu", "wall"],
+        default="cpu",
+        help="cProfile's clock: this thread's CPU time (default; other processes on the "
+        "machine do not inflate it) or wall time",
+    )
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    scenarios = PROFILED if args.scenario == "all" else [args.scenario]
+    if args.server == "plain-trio" and "handshake" in scenarios:
+        scenarios.remove("handshake")  # plain-trio has no handshake
+    results = []
+    for scenario in scenarios:
+        result = trio.run(run_scenario, args, scenario)
+        print(report(result), end="\n\n", flush=True)
+        results.append(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
