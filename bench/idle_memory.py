@@ -14,9 +14,10 @@ bench/driver.py's client (bench/_loadgen.py) serves one warm-up connection, then
 ``--count`` connections and leaves them idle, then closes them. Two rounds:
 
 1. **Objects and RSS, no tracing.** After a full collection, the change in the number of
-   objects the collector tracks, by type, divided by the number of connections
-   (deterministic), and the change in this process's RSS per connection (depends on the
-   allocator's state: a second run in the same process reuses freed memory).
+   objects the collector tracks, by type, with their shallow sizes (``sys.getsizeof``: a
+   coroutine's includes its frame), divided by the number of connections (deterministic),
+   and the change in this process's RSS per connection (depends on the allocator's state:
+   a second run in the same process reuses freed memory).
    Then the connections are closed with the collector **off**; once they are gone, one
    collection with ``gc.DEBUG_SAVEALL`` finds what only the cycle collector can free: the
    objects per closed connection left in reference cycles, by type. Zero means that a
@@ -71,14 +72,16 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def type_counts() -> Counter[str]:
+def type_counts() -> tuple[Counter[str], Counter[str]]:
+    """Objects the collector tracks, and their shallow sizes (``sys.getsizeof``), by type."""
     counts: Counter[str] = Counter()
+    sizes: Counter[str] = Counter()
     for obj in gc.get_objects():
         t = type(obj)
-        counts[
-            f"{t.__module__}.{t.__qualname__}" if t.__module__ != "builtins" else t.__name__
-        ] += 1
-    return counts
+        name = f"{t.__module__}.{t.__qualname__}" if t.__module__ != "builtins" else t.__name__
+        counts[name] += 1
+        sizes[name] += sys.getsizeof(obj)
+    return counts, sizes
 
 
 _FUNC_CACHE: dict[tuple[str, int], str] = {}
@@ -148,6 +151,7 @@ def group_traces(diff: list[tracemalloc.StatisticDiff], n: int) -> dict[str, Any
     by_site: Counter[str] = Counter()
     by_cat: Counter[str] = Counter()
     blocks_cat: Counter[str] = Counter()
+    cross: dict[str, Counter[str]] = {}
     for stat in diff:
         if stat.size_diff <= 0:
             continue
@@ -155,7 +159,9 @@ def group_traces(diff: list[tracemalloc.StatisticDiff], n: int) -> dict[str, Any
         if any("tracemalloc" in f.filename for f in frames):
             continue
         by_func[label(frames[-1])] += stat.size_diff
-        by_site[rue_site(frames)] += stat.size_diff
+        site = rue_site(frames)
+        by_site[site] += stat.size_diff
+        cross.setdefault(site, Counter())[label(frames[-1])] += stat.size_diff
         cat = category(frames)
         by_cat[cat] += stat.size_diff
         blocks_cat[cat] += stat.count_diff
@@ -166,7 +172,14 @@ def group_traces(diff: list[tracemalloc.StatisticDiff], n: int) -> dict[str, Any
             for k, v in by_cat.most_common()
         ],
         "by_function": [{"function": k, "bytes": v / n} for k, v in by_func.most_common()],
-        "by_rue_site": [{"site": k, "bytes": v / n} for k, v in by_site.most_common()],
+        "by_rue_site": [
+            {
+                "site": k,
+                "bytes": v / n,
+                "allocated_in": {f: b / n for f, b in cross[k].most_common()},
+            }
+            for k, v in by_site.most_common()
+        ],
     }
 
 
@@ -185,7 +198,7 @@ async def one_round(args: argparse.Namespace, traced: bool) -> dict[str, Any]:
                     tracemalloc.start(NFRAMES)
                     before = tracemalloc.take_snapshot()
                 else:
-                    counts0, rss0 = type_counts(), rss_bytes()
+                    (counts0, sizes0), rss0 = type_counts(), rss_bytes()
                 await child.say("GO")
                 n = int((await child.expect("DONE")).split()[1])
                 await child.expect("HELD")
@@ -198,12 +211,13 @@ async def one_round(args: argparse.Namespace, traced: bool) -> dict[str, Any]:
                     out.update(group_traces(diff, n))
                 else:
                     rss1 = rss_bytes()
-                    counts = type_counts()
+                    counts, sizes = type_counts()
                     counts.subtract(counts0)
+                    sizes.subtract(sizes0)
                     out["rss_bytes_per_conn"] = (rss1 - rss0) / n
                     out["objects_per_conn"] = sum(v for v in counts.values() if v > 0) / n
                     out["objects_by_type"] = {
-                        k: v / n for k, v in counts.most_common() if v / n >= 0.05
+                        k: [v / n, sizes[k] / n] for k, v in sizes.most_common() if v / n >= 0.05
                     }
                     gc.disable()  # cycles left by closed connections stay for us to count
                 await child.say("CLOSE")
@@ -246,9 +260,17 @@ def report(args: argparse.Namespace, plain: dict[str, Any], traced: dict[str, An
         f"{f['function'][:70]:70} {f['bytes']:7.0f}" for f in traced["by_function"][: args.top]
     ]
     out += ["", f"{'innermost rue_trio line on the stack':96} {'bytes':>7}"]
-    out += [f"{f['site'][:96]:96} {f['bytes']:7.0f}" for f in traced["by_rue_site"][: args.top]]
-    out += ["", "gc-tracked objects per connection, by type:"]
-    out += [f"  {v:6.2f}  {k}" for k, v in list(plain["objects_by_type"].items())[: args.top]]
+    for f in traced["by_rue_site"][: args.top]:
+        out.append(f"{f['site'][:96]:96} {f['bytes']:7.0f}")
+        if args.detail:
+            out += [
+                f"      {b:7.0f}  in {func}" for func, b in f["allocated_in"].items() if b >= 8
+            ]
+    out += ["", "gc-tracked objects per connection, by type (count, shallow bytes):"]
+    out += [
+        f"  {c:6.2f} {b:7.0f}  {k}"
+        for k, (c, b) in list(plain["objects_by_type"].items())[: args.top]
+    ]
     out += ["", "objects freed only by the cycle collector, per closed connection:"]
     out += [f"  {v:6.2f}  {k}" for k, v in plain["cycle_objects_by_type"].items()]
     return "\n".join(out)
@@ -262,6 +284,9 @@ def main() -> None:
     parser.add_argument("--server", choices=["rue_trio", "plain-trio"], default="rue_trio")
     parser.add_argument("--keepalive", action="store_true", help="rue_trio's default keepalive")
     parser.add_argument("--top", type=int, default=25, help="rows per table")
+    parser.add_argument(
+        "--detail", action="store_true", help="each rue_trio line's allocating functions"
+    )
     parser.add_argument("--settle", type=float, default=1.0, help="wait before measuring, s")
     parser.add_argument("--timeout", type=float, default=120.0, help="bound of a round, s")
     parser.add_argument("--json", help="also write the results to this file")

@@ -27,6 +27,13 @@ warm-up that is not measured, two phases of ``--count`` operations each:
    their **calls per operation** (deterministic) and microseconds per operation (inflated by
    the profiler's own cost: read the shares, not the absolute figures). Time blocked in
    ``epoll.poll`` waiting for the client is left out of the total and shown apart.
+3. **Census** (broadcast only). With the collector off, the objects alive when half of the
+   members' writer tasks have run in the batch that delivers one broadcast, per writer: what
+   a young collection at that moment would find alive and promote.
+
+The young (generation 0) collections per operation come from ``gc.get_stats()`` over
+phase 1. ``--no-gc`` turns the collector off during the phases: its pauses are otherwise
+charged to whatever function allocated when it ran.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import gc
 import json
 import pstats
 import sys
@@ -98,6 +106,34 @@ class StepCounter(trio.abc.Instrument):
     def before_io_wait(self, timeout: float) -> None:
         if self.active:
             self.io_waits += 1
+
+
+class YoungCensus(trio.abc.Instrument):
+    """Which objects are alive midway through a batch of one task kind (collector off).
+
+    Once, when ``at`` tasks whose name starts with ``prefix`` have run in one scheduler
+    batch, counts the young generation's objects by type: with the collector off since the
+    phase began, that is every object made since and still alive: what a young collection
+    at that moment would promote.
+    """
+
+    def __init__(self, prefix: str, at: int) -> None:
+        self.prefix = prefix
+        self.at = at
+        self.in_batch = 0
+        self.taken = 0
+        self.census: Counter[str] = Counter()
+
+    def after_io_wait(self, timeout: float) -> None:
+        self.in_batch = 0
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.taken or not task.name.startswith(self.prefix):
+            return
+        self.in_batch += 1
+        if self.in_batch == self.at:
+            self.taken = self.at
+            self.census.update(type(o).__qualname__ for o in gc.get_objects(generation=0))
 
 
 def short_task(name: str) -> str:
@@ -189,19 +225,28 @@ async def run_scenario(args: argparse.Namespace, scenario: str) -> dict[str, Any
     count = args.count or _loadgen.COUNTS[scenario]
     serve = _loadgen.build_server(args.server, args.keepalive, scenario == "broadcast")
     kind = "plain" if args.server == "plain-trio" else "ws"
+    census = None
+    if scenario == "broadcast":
+        writer = "PlainHub.writer" if args.server == "plain-trio" else "rue_trio websocket writer"
+        census = YoungCensus(writer, _loadgen.SUBSCRIBERS // 2)
     result: dict[str, Any] = {"scenario": scenario, "server": args.server, "count": count}
     try:
         async with trio.open_nursery() as nursery:
             port = _loadgen.port_of(await nursery.start(serve))
             with trio.fail_after(args.timeout):
-                async with _loadgen.open_child(scenario, port, count, 2, kind) as child:
+                phases = 3 if census is not None else 2
+                async with _loadgen.open_child(scenario, port, count, phases, kind) as child:
                     await child.expect("READY")
+                    if args.no_gc:
+                        gc.disable()
                     # Phase 1: the instrument and the CPU clock.
                     counter.active = True
+                    young0 = gc.get_stats()[0]["collections"]
                     cpu0 = time.process_time()
                     await child.say("GO")
                     ops = int((await child.expect("DONE")).split()[1])
                     cpu = time.process_time() - cpu0
+                    young = gc.get_stats()[0]["collections"] - young0
                     counter.active = False
                     trio.lowlevel.remove_instrument(counter)  # not in the profile
                     # Phase 2: cProfile.
@@ -211,6 +256,16 @@ async def run_scenario(args: argparse.Namespace, scenario: str) -> dict[str, Any
                     await child.say("GO")
                     ops2 = int((await child.expect("DONE")).split()[1])
                     profile.disable()
+                    gc.enable()
+                    if census is not None:
+                        # Phase 3: the young objects alive midway through a fan-out batch.
+                        gc.collect()
+                        gc.disable()
+                        trio.lowlevel.add_instrument(census)
+                        await child.say("GO")
+                        await child.expect("DONE")
+                        trio.lowlevel.remove_instrument(census)
+                        gc.enable()
             nursery.cancel_scope.cancel()
     finally:
         with contextlib.suppress(KeyError):  # already removed after phase 1
@@ -223,9 +278,14 @@ async def run_scenario(args: argparse.Namespace, scenario: str) -> dict[str, Any
         reschedules_per_op=counter.scheduled / ops,
         io_waits_per_op=counter.io_waits / ops,
         tasks_spawned_per_op=sum(counter.spawned.values()) / ops,
+        young_collections_per_op=young / ops,
         steps_by_task={short_task(k): v / ops for k, v in counter.steps.most_common()},
         spawned_by_task={short_task(k): v / ops for k, v in counter.spawned.most_common()},
         profile=analyse(profile, ops2, args.top, args.callers),
+        census_at=census.taken if census else 0,
+        census_per_task={k: v / census.taken for k, v in census.census.most_common(25)}
+        if census and census.taken
+        else {},
     )
     return result
 
@@ -241,6 +301,10 @@ def report(r: dict[str, Any]) -> str:
         "task steps per op by task: "
         + ", ".join(f"{k} {v:.2f}" for k, v in r["steps_by_task"].items() if v >= 0.005),
     ]
+    out.append(
+        f"young (generation 0) collections per op: {r['young_collections_per_op']:.4f} "
+        f"(x {gc.get_threshold()[0]} = net new tracked objects per op, roughly)"
+    )
     if r["spawned_by_task"]:
         out.append(
             "tasks spawned per op: "
@@ -258,6 +322,13 @@ def report(r: dict[str, Any]) -> str:
     out += ["", f"{'function (own time)':64} {'share':>6} {'calls/op':>9}"]
     for f in p["functions"]:
         out.append(f"{f['function'][:64]:64} {f['share']:6.1%} {f['calls_per_op']:9.2f}")
+    if r["census_per_task"]:
+        out += [
+            "",
+            f"objects alive after {r['census_at']} writers ran in one batch, per writer "
+            "(what a young collection then would promote):",
+        ]
+        out += [f"  {v:7.2f}  {k}" for k, v in r["census_per_task"].items() if v >= 0.05]
     for name, by_caller in p["callers"].items():
         out += ["", f"calls per op of {name}, by caller:"]
         out += [f"  {n:8.2f}  {caller}" for caller, n in by_caller.items()]
@@ -272,6 +343,12 @@ def main() -> None:
     parser.add_argument("--server", choices=["rue_trio", "plain-trio"], default="rue_trio")
     parser.add_argument("--count", type=int, help="operations per phase (default per scenario)")
     parser.add_argument("--keepalive", action="store_true", help="rue_trio's default keepalive")
+    parser.add_argument(
+        "--no-gc",
+        action="store_true",
+        help="collector off during the phases (its pauses are otherwise charged to whatever "
+        "function allocated when it ran)",
+    )
     parser.add_argument("--top", type=int, default=20, help="functions listed")
     parser.add_argument(
         "--callers",
