@@ -153,6 +153,11 @@ async def _child(args: argparse.Namespace) -> None:
         await bound(hear("GO"))
         if scenario == "idle":
             held = await bound(driver.connect_many(kind, port, args.count, "/ws", None))
+            if kind == "plain":
+                # A TCP connect completes before the server accepts: one echo each makes
+                # sure that every connection reached its handler's read.
+                frame = held[0].encode(b"x" * 64)
+                await bound(driver.echo_phase(held, frame, 1, 1, 64))
             say(f"DONE {len(held)}")
             say("HELD")
             await bound(hear("CLOSE"))

@@ -217,7 +217,9 @@ async def one_round(args: argparse.Namespace, traced: bool) -> dict[str, Any]:
                     out["rss_bytes_per_conn"] = (rss1 - rss0) / n
                     out["objects_per_conn"] = sum(v for v in counts.values() if v > 0) / n
                     out["objects_by_type"] = {
-                        k: [v / n, sizes[k] / n] for k, v in sizes.most_common() if v / n >= 0.05
+                        k: [counts[k] / n, v / n]
+                        for k, v in sizes.most_common()
+                        if counts[k] / n >= 0.05
                     }
                     gc.disable()  # cycles left by closed connections stay for us to count
                 await child.say("CLOSE")

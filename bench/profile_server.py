@@ -25,8 +25,10 @@ warm-up that is not measured, two phases of ``--count`` operations each:
    upgrade, the protocol core, the connection's tasks, the Trio scheduler, socket system
    calls, ...) as a share of the profiled time, then the top functions by own time with
    their **calls per operation** (deterministic) and microseconds per operation (inflated by
-   the profiler's own cost: read the shares, not the absolute figures). Time blocked in
-   ``epoll.poll`` waiting for the client is left out of the total and shown apart.
+   the profiler's own cost: read the shares, not the absolute figures). cProfile counts
+   each resumption of a coroutine as a call: a coroutine that waits once is two calls.
+   Time blocked in ``epoll.poll`` waiting for the client is left out of the total and
+   shown apart.
 3. **Census** (broadcast only). With the collector off, the objects alive when half of the
    members' writer tasks have run in the batch that delivers one broadcast, per writer: what
    a young collection at that moment would find alive and promote.
