@@ -36,7 +36,16 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SELF = Path(__file__).resolve()
-SCENARIOS = ["pingpong", "pipelined", "conns100", "mib", "handshake", "broadcast", "idle"]
+SCENARIOS = [
+    "pingpong",
+    "pipelined",
+    "conns100",
+    "mib",
+    "handshake",
+    "abort",
+    "broadcast",
+    "idle",
+]
 # broadcast: this many subscribers, and one publisher sending one message at a time.
 SUBSCRIBERS = 1_000
 # The default counts of one measured phase: small enough for a shared 2-core machine.
@@ -46,6 +55,7 @@ COUNTS = {
     "conns100": 50,
     "mib": 40,
     "handshake": 500,
+    "abort": 500,
     "broadcast": 20,
     "idle": 1_000,
 }
@@ -55,6 +65,7 @@ UNITS = {
     "conns100": "round trip",
     "mib": "round trip",
     "handshake": "connection",
+    "abort": "connection",
     "broadcast": "delivery",
     "idle": "connection",
 }
@@ -68,12 +79,18 @@ async def _phase(scenario: str, kind: str, port: int, count: int, clients: list[
     """One phase of ``scenario``; return the number of operations done."""
     import driver
 
-    if scenario == "handshake":
+    if scenario in ("handshake", "abort"):
         parallel = 4
         per, extra = divmod(count, parallel)
 
         async def worker(n: int) -> None:
             for _ in range(n):
+                if scenario == "abort":
+                    # Upgrade, then reset the TCP connection: no closing handshake.
+                    client = await driver.connect(kind, port)
+                    client.transport.abort()
+                    await client.lost
+                    continue
                 outcome = await driver.open_close(kind, port, 5.0)
                 if outcome != "ok":
                     raise RuntimeError(f"open + close: {outcome}")

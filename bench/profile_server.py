@@ -6,6 +6,7 @@ Usage (from the repository root; each run takes seconds to a minute)::
     python bench/profile_server.py --scenario conns100          # 100 connections ping-pong
     python bench/profile_server.py --scenario mib               # 1 MiB echo
     python bench/profile_server.py --scenario handshake         # open + close
+    python bench/profile_server.py --scenario abort             # open, then a TCP reset
     python bench/profile_server.py --scenario broadcast         # hub to 1,000, one at a time
     python bench/profile_server.py --scenario pingpong --server plain-trio   # the floor
     python bench/profile_server.py --scenario all --top 15 --json out.json
@@ -29,9 +30,12 @@ warm-up that is not measured, two phases of ``--count`` operations each:
    each resumption of a coroutine as a call: a coroutine that waits once is two calls.
    Time blocked in ``epoll.poll`` waiting for the client is left out of the total and
    shown apart.
-3. **Census** (broadcast only). With the collector off, the objects alive when half of the
-   members' writer tasks have run in the batch that delivers one broadcast, per writer: what
-   a young collection at that moment would find alive and promote.
+3. **Cycles and census.** A third phase with the collector off, then one collection with
+   ``gc.DEBUG_SAVEALL``: the objects per operation that only the cycle collector frees (by
+   type; zero means reference counting frees everything an operation leaves). For a
+   broadcast, also the objects alive when half of the members' writer tasks have run in
+   the batch that delivers one message, per writer: what a young collection at that moment
+   would find alive and promote.
 
 The young (generation 0) collections per operation come from ``gc.get_stats()`` over
 phase 1. ``--no-gc`` turns the collector off during the phases: its pauses are otherwise
@@ -57,7 +61,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _loadgen
 
-PROFILED = ["pingpong", "pipelined", "conns100", "mib", "handshake", "broadcast"]
+PROFILED = ["pingpong", "pipelined", "conns100", "mib", "handshake", "abort", "broadcast"]
 
 # Components, first match wins, on the function's file path (or a built-in's name).
 COMPONENTS = [
@@ -236,8 +240,7 @@ async def run_scenario(args: argparse.Namespace, scenario: str) -> dict[str, Any
         async with trio.open_nursery() as nursery:
             port = _loadgen.port_of(await nursery.start(serve))
             with trio.fail_after(args.timeout):
-                phases = 3 if census is not None else 2
-                async with _loadgen.open_child(scenario, port, count, phases, kind) as child:
+                async with _loadgen.open_child(scenario, port, count, 3, kind) as child:
                     await child.expect("READY")
                     if args.no_gc:
                         gc.disable()
@@ -259,15 +262,23 @@ async def run_scenario(args: argparse.Namespace, scenario: str) -> dict[str, Any
                     ops2 = int((await child.expect("DONE")).split()[1])
                     profile.disable()
                     gc.enable()
+                    # Phase 3: the collector off, what only it could free; for a broadcast,
+                    # the young objects alive midway through a fan-out batch.
+                    gc.collect()
+                    gc.disable()
                     if census is not None:
-                        # Phase 3: the young objects alive midway through a fan-out batch.
-                        gc.collect()
-                        gc.disable()
                         trio.lowlevel.add_instrument(census)
-                        await child.say("GO")
-                        await child.expect("DONE")
+                    await child.say("GO")
+                    ops3 = int((await child.expect("DONE")).split()[1])
+                    if census is not None:
                         trio.lowlevel.remove_instrument(census)
-                        gc.enable()
+                    await trio.sleep(0.5)  # the server's side of the last closes ends
+                    gc.set_debug(gc.DEBUG_SAVEALL)
+                    cycles = gc.collect()
+                    garbage = Counter(type(o).__qualname__ for o in gc.garbage)
+                    gc.garbage.clear()
+                    gc.set_debug(0)
+                    gc.enable()
             nursery.cancel_scope.cancel()
     finally:
         with contextlib.suppress(KeyError):  # already removed after phase 1
@@ -284,6 +295,8 @@ async def run_scenario(args: argparse.Namespace, scenario: str) -> dict[str, Any
         steps_by_task={short_task(k): v / ops for k, v in counter.steps.most_common()},
         spawned_by_task={short_task(k): v / ops for k, v in counter.spawned.most_common()},
         profile=analyse(profile, ops2, args.top, args.callers),
+        cycle_objects_per_op=cycles / ops3,
+        cycle_objects_by_type={k: v / ops3 for k, v in garbage.most_common(15)},
         census_at=census.taken if census else 0,
         census_per_task={k: v / census.taken for k, v in census.census.most_common(25)}
         if census and census.taken
@@ -324,6 +337,10 @@ def report(r: dict[str, Any]) -> str:
     out += ["", f"{'function (own time)':64} {'share':>6} {'calls/op':>9}"]
     for f in p["functions"]:
         out.append(f"{f['function'][:64]:64} {f['share']:6.1%} {f['calls_per_op']:9.2f}")
+    out.append(
+        f"objects only the cycle collector frees, per op: {r['cycle_objects_per_op']:.2f}"
+        + "".join(f", {k} {v:.2f}" for k, v in r["cycle_objects_by_type"].items() if v >= 0.01)
+    )
     if r["census_per_task"]:
         out += [
             "",
@@ -370,8 +387,8 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     scenarios = PROFILED if args.scenario == "all" else [args.scenario]
-    if args.server == "plain-trio" and "handshake" in scenarios:
-        scenarios.remove("handshake")  # plain-trio has no handshake
+    if args.server == "plain-trio":  # plain-trio has no handshake
+        scenarios = [x for x in scenarios if x not in ("handshake", "abort")]
     results = []
     for scenario in scenarios:
         result = trio.run(run_scenario, args, scenario)
