@@ -101,8 +101,9 @@ async def _phase(scenario: str, kind: str, port: int, count: int, clients: list[
         return await _broadcast(clients[0], clients[1:], count)
     size = 1 << 20 if scenario == "mib" else 64
     inflight = 100 if scenario == "pipelined" else 1
-    frame = clients[0].encode(os.urandom(size))
-    await driver.echo_phase(clients, frame, count, inflight, size)
+    payload = os.urandom(size)
+    frame = clients[0].encode(payload)
+    await driver.echo_phase(clients, frame, count, inflight, payload)
     return count * len(clients)
 
 
@@ -158,7 +159,7 @@ async def _child(args: argparse.Namespace) -> None:
     # Warm-up, not measured: code paths, buffers, the allocator, the server's caches.
     if scenario == "idle":
         warm = await bound(driver.connect(kind, port))
-        await bound(driver.echo_phase([warm], warm.encode(b"x" * 64), 3, 1, 64))
+        await bound(driver.echo_phase([warm], warm.encode(b"x" * 64), 3, 1, b"x" * 64))
         warm.begin_close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(warm.lost), 2)
@@ -174,7 +175,7 @@ async def _child(args: argparse.Namespace) -> None:
                 # A TCP connect completes before the server accepts: one echo each makes
                 # sure that every connection reached its handler's read.
                 frame = held[0].encode(b"x" * 64)
-                await bound(driver.echo_phase(held, frame, 1, 1, 64))
+                await bound(driver.echo_phase(held, frame, 1, 1, b"x" * 64))
             say(f"DONE {len(held)}")
             say("HELD")
             await bound(hear("CLOSE"))
