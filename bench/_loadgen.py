@@ -35,7 +35,12 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 SELF = Path(__file__).resolve()
+# This checkout's modules first: bench/servers.py and bench/driver.py, and rue_trio itself
+# (``python bench/x.py`` puts bench/ on the path, not the checkout, so an installed
+# rue_trio, an editable install of another checkout included, would win otherwise).
+sys.path[:0] = [str(HERE), str(ROOT)]
 SCENARIOS = [
     "pingpong",
     "pipelined",
@@ -199,7 +204,6 @@ def main() -> None:
     parser.add_argument("--phases", type=int, default=1, help="measured phases (GO/DONE)")
     parser.add_argument("--timeout", type=float, default=120.0, help="bound of each step, s")
     args = parser.parse_args()
-    sys.path.insert(0, str(HERE))
     asyncio.run(_child(args))
 
 
@@ -209,7 +213,6 @@ def main() -> None:
 
 def raise_nofile_limit() -> None:
     """Raise this process's open-file limit to the hard limit (benchmark processes only)."""
-    sys.path.insert(0, str(HERE))
     import servers
 
     servers.raise_nofile_limit()
@@ -223,10 +226,8 @@ def build_server(name: str, keepalive: bool, broadcast: bool = False) -> Callabl
     keepalive; with ``broadcast``, its Hub server (every message to every other member).
     ``plain-trio`` is the length-prefixed floor, for comparison.
     """
-    import trio
-
-    sys.path.insert(0, str(HERE))
     import servers
+    import trio
 
     if name == "plain-trio":
         handle = servers.PlainHub().handle if broadcast else servers.plain_echo
@@ -237,6 +238,8 @@ def build_server(name: str, keepalive: bool, broadcast: bool = False) -> Callabl
         return serve_plain
     import rue_trio
 
+    if not Path(rue_trio.__file__).resolve().is_relative_to(ROOT):
+        raise SystemExit(f"rue_trio comes from {rue_trio.__file__}, not from this checkout")
     options = servers.rue_options()
     if keepalive:
         from rue_trio.websocket import ConnectionConfig
@@ -269,7 +272,6 @@ def build_server(name: str, keepalive: bool, broadcast: bool = False) -> Callabl
 
 def port_of(started: Any) -> int:
     """The port a server reported through ``task_status`` (rue_trio or trio.serve_tcp)."""
-    sys.path.insert(0, str(HERE))
     import servers
 
     if isinstance(started, list) and started and hasattr(started[0], "socket"):
@@ -314,9 +316,7 @@ async def open_child(
     cmd = [sys.executable, str(SELF), "--scenario", scenario]
     cmd += ["--port", str(port), "--count", str(count), "--phases", str(phases)]
     cmd += ["--kind", kind]
-    process = await trio.lowlevel.open_process(
-        cmd, stdin=-1, stdout=-1, env={**os.environ, "PYTHONPATH": str(HERE.parent)}
-    )
+    process = await trio.lowlevel.open_process(cmd, stdin=-1, stdout=-1)
     try:
         yield Child(process)
     finally:

@@ -45,7 +45,7 @@ from typing import Any
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # then _loadgen adds the checkout
 import _loadgen
 
 NFRAMES = 25
