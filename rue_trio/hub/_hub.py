@@ -362,6 +362,7 @@ class Hub:
         self._rooms: dict[str, _Audience] = {}
         self._subscribers: list[trio.MemorySendChannel[PresenceEvent]] = []
         self._started = False
+        self._stopped = False
         self._broadcasts = 0
         self._deliveries = 0
         self._encodes = 0
@@ -371,6 +372,17 @@ class Hub:
         self._hook_errors = 0
         self._backplane_errors = 0
         self._member_errors = 0
+
+    @property
+    def running(self) -> bool:
+        """Whether :meth:`run` has started and not yet ended.
+
+        Commands issued while it is ``False`` either wait for the hub to start (never
+        started yet) or raise :class:`trio.BrokenResourceError` (stopped); a
+        :class:`~rue_trio.handlers.WebSocketHandler` refuses to wait and closes the
+        connection with 1011 instead.
+        """
+        return self._started and not self._stopped
 
     @property
     def policy(self) -> Literal["close", "drop"]:
@@ -414,6 +426,8 @@ class Hub:
         except BaseException as exc:
             self._shutdown(exc)
             raise
+        finally:
+            self._stopped = True
 
     async def _serve(self) -> None:
         receive = self._inbox_receive.receive

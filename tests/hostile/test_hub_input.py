@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
+from rue_trio.app import App, Context
 from rue_trio.client import open_websocket
 from rue_trio.exceptions import ConnectionClosed
 from rue_trio.handlers import WebSocketHandler
@@ -187,3 +188,31 @@ async def test_hub_client_room_name_of_70000_bytes_closes_only_its_connection() 
             await bystander.send_text("still here")
             assert (await bystander.receive()).data == "still here"
     assert hub.statistics().members == 0
+
+
+async def test_hub_never_started_fails_each_connection_fast_with_1011(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = Hub()  # the app forgets app.add_background(hub.run)
+    connected: list[WebSocketConn] = []
+    handler = WebSocketHandler(hub=hub, on_connect=connected.append)
+    app = App()
+
+    async def ws(c: Context) -> None:
+        await handler.handle(c)
+
+    app.get("/ws", ws)
+    with trio.fail_after(5), caplog.at_level(logging.ERROR):
+        async with trio.open_nursery() as nursery:
+            addresses = await nursery.start(app.serve, "127.0.0.1", 0)
+            url = f"ws://127.0.0.1:{addresses[0][1]}/ws"
+            async with open_websocket(url) as client:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await client.receive()
+            nursery.cancel_scope.cancel()
+    assert closed.value.code == 1011
+    assert connected == []
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "app.add_background(hub.run)" in errors[0].getMessage()
+    assert errors[0].exc_info is None  # one clear line, not a traceback

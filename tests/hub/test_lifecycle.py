@@ -265,3 +265,13 @@ async def test_hub_failure_evicts_with_1011(failing: PresenceKind) -> None:
     assert second.evictions == ([(1011, "hub failed")] if failing is PresenceKind.REGISTER else [])
     with pytest.raises(trio.BrokenResourceError):
         await hub.flush()
+
+
+async def test_hub_running_only_between_start_and_end() -> None:
+    hub = Hub()
+    assert not hub.running
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.run)
+        assert hub.running
+        nursery.cancel_scope.cancel()
+    assert not hub.running
