@@ -7,8 +7,7 @@ hooks, members and the backplane are caught, logged and counted; the hub goes on
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -23,7 +22,7 @@ from rue_trio.websocket import WebSocketConn
 from tests.hub._fakes import FakeMember
 from tests.hub.test_backplane_port import FakeBackplane
 
-from ._hub_app import serve_hub
+from ._hub_app import huge_room_closes_only_the_attacker, serve_chat
 
 TEXT = MessageType.TEXT
 
@@ -154,39 +153,11 @@ async def test_hub_backplane_call_that_raises_is_logged_and_counted(
     await _still_serves(hub)
 
 
-@asynccontextmanager
-async def _chat_server(hub: Hub) -> AsyncIterator[str]:
-    """A route whose clients name the room they join: ``join <room>`` then messages."""
-
-    async def on_message(conn: WebSocketConn, type: MessageType, data: str | bytes) -> None:
-        assert isinstance(data, str)
-        if data.startswith("join "):
-            await hub.join(data[5:], conn)
-            await conn.send_text("joined")
-        else:
-            await hub.broadcast(TEXT, data, room="lobby")
-
-    handler = WebSocketHandler(hub=hub, on_message=on_message, max_message_size=1 << 20)
-    async with serve_hub(hub, handler) as port:
-        yield f"ws://127.0.0.1:{port}/ws"
-
-
 async def test_hub_client_room_name_of_70000_bytes_closes_only_its_connection() -> None:
     hub = Hub()
     with trio.fail_after(10):
-        async with (
-            _chat_server(hub) as url,
-            open_websocket(url) as bystander,
-        ):
-            await bystander.send_text("join lobby")
-            assert (await bystander.receive()).data == "joined"
-            async with open_websocket(url) as attacker:
-                await attacker.send_text("join " + "x" * 70_000)
-                with pytest.raises(ConnectionClosed) as closed:
-                    await attacker.receive()
-                assert closed.value.code == 1011
-            await bystander.send_text("still here")
-            assert (await bystander.receive()).data == "still here"
+        async with serve_chat(hub) as url:
+            await huge_room_closes_only_the_attacker(url)
     assert hub.statistics().members == 0
 
 
