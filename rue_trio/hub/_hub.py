@@ -407,7 +407,8 @@ class Hub:
             task_status: for :meth:`trio.Nursery.start`.
 
         With a backplane, the backplane runs in a nursery of this task, and ``started()``
-        comes once it is connected.
+        comes once it is connected. A backplane that fails later is logged and counted
+        (``backplane_errors``); the hub goes on serving its own members.
 
         Raises:
             RuntimeError: if this hub has already been started.
@@ -464,7 +465,7 @@ class Hub:
         remote_send, remote_receive = trio.open_memory_channel[Envelope](self._remote_buffer)
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(backplane.run, remote_send)
+                await nursery.start(self._run_backplane, backplane, remote_send)
                 nursery.start_soon(self._forward, remote_receive)
                 task_status.started()
                 await self._serve()
@@ -474,6 +475,31 @@ class Hub:
             if failure is None:
                 raise
             raise failure from failure.__cause__
+
+    async def _run_backplane(
+        self,
+        backplane: Backplane,
+        remote: trio.MemorySendChannel[Envelope],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        # A backplane that cannot start fails run() (the caller must know); one that
+        # fails later leaves this hub serving its own members, logged and counted.
+        running = False
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(backplane.run, remote)
+                running = True
+                task_status.started()
+        except Exception as exc:
+            if not running:
+                raise
+            self._backplane_errors += 1
+            logger.error(
+                "the hub's backplane failed; this hub goes on without other nodes",
+                exc_info=exc,
+            )
+            await trio.lowlevel.checkpoint()
 
     async def _forward(self, remote: trio.MemoryReceiveChannel[Envelope]) -> None:
         # Other nodes' broadcasts join the local commands in the one FIFO inbox: waiting

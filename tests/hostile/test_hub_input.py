@@ -16,7 +16,7 @@ from rue_trio.app import App, Context
 from rue_trio.client import open_websocket
 from rue_trio.exceptions import ConnectionClosed
 from rue_trio.handlers import WebSocketHandler
-from rue_trio.hub import Hub, PresenceEvent
+from rue_trio.hub import BackplaneSink, Hub, PresenceEvent
 from rue_trio.protocol import MessageType
 from rue_trio.websocket import WebSocketConn
 from tests.hub._fakes import FakeMember
@@ -187,3 +187,25 @@ async def test_hub_never_started_fails_each_connection_fast_with_1011(
     assert len(errors) == 1
     assert "app.add_background(hub.run)" in errors[0].getMessage()
     assert errors[0].exc_info is None  # one clear line, not a traceback
+
+
+class _CrashingBackplane(FakeBackplane):
+    async def run(
+        self, sink: BackplaneSink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        await trio.sleep(0.01)
+        raise RuntimeError("backplane bug")
+
+
+async def test_hub_backplane_that_crashes_after_start_leaves_the_hub_alone(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = Hub(backplane=_CrashingBackplane())
+    with caplog.at_level(logging.ERROR, logger="rue_trio.hub"):
+        await nursery.start(hub.run)
+        await trio.sleep(0.05)
+    assert hub.running
+    assert hub.statistics().backplane_errors == 1
+    assert "goes on without other nodes" in caplog.text
+    await _still_serves(hub)
