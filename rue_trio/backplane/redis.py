@@ -438,7 +438,7 @@ class RedisBackplane:
                 "Redis link to %s lost (%s): reconnecting; broadcasts do not reach "
                 "other nodes until it is back",
                 self._where,
-                _leaf(exc),
+                str(_leaf(exc)),  # a str: a record must not keep the traceback alive
             )
         self._connected = False
         self._active = set()
@@ -525,7 +525,7 @@ class RedisBackplane:
                     logger.warning(
                         "publishing to Redis at %s failed (%s): %d broadcasts lost",
                         self._where,
-                        _leaf(exc),
+                        str(_leaf(exc)),
                         len(packed),
                     )
                 else:

@@ -209,3 +209,22 @@ async def test_hub_backplane_that_crashes_after_start_leaves_the_hub_alone(
     assert hub.statistics().backplane_errors == 1
     assert "goes on without other nodes" in caplog.text
     await _still_serves(hub)
+
+
+async def test_hub_member_whose_close_raises_is_still_evicted(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    class BadClose(FakeMember):
+        def close_nowait(self, code: int, reason: str) -> None:
+            raise RuntimeError("close bug")
+
+    hub = Hub()
+    await nursery.start(hub.run)
+    slow = BadClose("slow", capacity=0)
+    await hub.register(slow)
+    with caplog.at_level(logging.ERROR, logger="rue_trio.hub"):
+        await hub.broadcast(TEXT, "x")
+        await hub.flush()
+    assert hub.members() == [] and hub.statistics().evicted == 1
+    assert "failed to close" in caplog.text
+    await _still_serves(hub)
