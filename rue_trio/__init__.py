@@ -23,7 +23,17 @@ from .exceptions import (
 )
 from .handlers import WebSocketHandler
 from .http import Request
-from .hub import Hub, HubStatistics, PresenceEvent, PresenceKind
+from .hub import (
+    HistoryConfig,
+    HistoryMessage,
+    HistoryPage,
+    Hub,
+    HubStatistics,
+    PresenceEvent,
+    PresenceKind,
+    StreamPosition,
+    UserEvent,
+)
 from .protocol import DeflateConfig, Message, MessageType
 from .websocket import ConnectionConfig, ConnectionStatistics, WebSocketConn
 
@@ -48,6 +58,9 @@ __all__ = [
     "Context",
     "DeflateConfig",
     "HandshakeError",
+    "HistoryConfig",
+    "HistoryMessage",
+    "HistoryPage",
     "Hub",
     "HubStatistics",
     "InvalidPayloadError",
@@ -62,7 +75,9 @@ __all__ = [
     "ProtocolError",
     "Request",
     "RueTrioError",
+    "StreamPosition",
     "TextMessage",
+    "UserEvent",
     "WebSocketConn",
     "WebSocketHandler",
     "__version__",

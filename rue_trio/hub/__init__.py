@@ -15,8 +15,11 @@ from ._backplane import (
     unpack_envelope,
 )
 from ._events import HubStatistics, PresenceEvent, PresenceKind
+from ._framing import Frame, RoomFraming
+from ._history import HistoryConfig, HistoryMessage, HistoryPage, HistoryRule, StreamPosition
 from ._hub import Hub
 from ._member import PLAIN, Member
+from ._users import UserEvent
 
 __all__ = [
     "PLAIN",
@@ -24,11 +27,19 @@ __all__ = [
     "BackplaneSink",
     "BackplaneStatistics",
     "Envelope",
+    "Frame",
+    "HistoryConfig",
+    "HistoryMessage",
+    "HistoryPage",
+    "HistoryRule",
     "Hub",
     "HubStatistics",
     "Member",
     "PresenceEvent",
     "PresenceKind",
+    "RoomFraming",
+    "StreamPosition",
+    "UserEvent",
     "pack_envelope",
     "unpack_envelope",
 ]

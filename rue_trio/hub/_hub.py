@@ -63,9 +63,9 @@ discarded, and later commands raise :class:`trio.BrokenResourceError` (``unregis
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import trio
 import trio.lowlevel
@@ -76,7 +76,10 @@ from rue_trio.protocol import MessageType, encode_message
 
 from ._backplane import Backplane, Envelope
 from ._events import HubStatistics, PresenceEvent, PresenceKind
+from ._framing import Frame, RoomFraming
+from ._history import HistoryPage, HistoryRule, StreamPosition, _Histories
 from ._member import PLAIN, Member
+from ._users import UserEvent, _Users
 
 __all__ = ["Hub"]
 
@@ -146,7 +149,7 @@ class _Audience:
 
 
 class _Broadcast:
-    __slots__ = ("data", "exclude", "remote", "room", "type")
+    __slots__ = ("data", "exclude", "framed", "remote", "room", "type")
 
     def __init__(
         self,
@@ -155,6 +158,7 @@ class _Broadcast:
         room: str | None,
         exclude: str | None,
         remote: bool = False,
+        framed: bool = False,
     ) -> None:
         self.type = type
         self.data = data
@@ -162,6 +166,8 @@ class _Broadcast:
         self.exclude = exclude
         # Came from another node over the backplane: deliver here, never publish again.
         self.remote = remote
+        # Made by the hub itself (a user notice): neither numbered nor framed again.
+        self.framed = framed
 
 
 class _Op(enum.Enum):
@@ -178,7 +184,7 @@ _HARMLESS_WHEN_STOPPED: Final = frozenset({_Op.UNREGISTER, _Op.LEAVE})
 
 
 class _Control:
-    __slots__ = ("done", "error", "member", "op", "room", "subscriber")
+    __slots__ = ("done", "error", "member", "op", "page", "room", "since", "subscriber")
 
     def __init__(
         self,
@@ -186,16 +192,22 @@ class _Control:
         member: Member | None = None,
         room: str | None = None,
         subscriber: trio.MemorySendChannel[PresenceEvent] | None = None,
+        since: StreamPosition | None = None,
     ) -> None:
         self.op = op
         self.member = member
         self.room = room
         self.subscriber = subscriber
+        self.since = since
+        self.page: HistoryPage = _NO_PAGE
         self.done: trio.Event | None = None
         self.error: Exception | None = None
 
 
 _Command = _Broadcast | _Control
+
+# What a join answers in a hub without history and framing: nothing to catch up on.
+_NO_PAGE: Final = HistoryPage("", 0)
 
 
 def _offer(sends: dict[str, _SendNowait], frame: bytes, failed: list[tuple[str, bool]]) -> None:
@@ -258,6 +270,15 @@ class Hub:
         on_presence: called by the hub's task with each :class:`PresenceEvent`, right
             after the change. It must not block or raise (an exception stops the hub);
             it may call the ``_nowait`` commands and the queries.
+        history: which rooms keep their last messages, numbered, so that members can
+            catch up (:meth:`join` with ``since``, :meth:`history`): a
+            :class:`HistoryConfig` for every room, a function from the room name to a
+            config or ``None``, or ``None`` (the default) for no history.
+        framing: how room broadcasts, join answers and user notices are wrapped for a
+            wire protocol (:class:`RoomFraming`); ``None`` delivers payloads as they are
+            and sends no notices.
+        on_user: called by the hub's task with each :class:`UserEvent` (a user's first
+            member joined a room, or their last left it); as ``on_presence``.
 
     Raises:
         ValueError: for an unknown policy, or an inbox size or remote buffer below 1.
@@ -271,6 +292,9 @@ class Hub:
         on_presence: Callable[[PresenceEvent], None] | None = None,
         backplane: Backplane | None = None,
         remote_buffer: int = 4096,
+        history: HistoryRule = None,
+        framing: RoomFraming | None = None,
+        on_user: Callable[[UserEvent], None] | None = None,
     ) -> None:
         if policy not in ("close", "drop"):
             raise ValueError(f"policy must be 'close' or 'drop', not {policy!r}")
@@ -292,6 +316,14 @@ class Hub:
         self._encodes = 0
         self._dropped = 0
         self._evicted = 0
+        self._histories = _Histories(history)
+        self._framing = framing
+        self._on_user = on_user
+        self._users = _Users()
+        # Rooms whose broadcasts the actor numbers or wraps before delivering them.
+        self._remembers = history is not None or framing is not None
+        # User notices made during a command, delivered once it is done.
+        self._notices: list[tuple[str, Frame]] = []
 
     @property
     def policy(self) -> Literal["close", "drop"]:
@@ -393,7 +425,7 @@ class Hub:
             elif op is _Op.JOIN:
                 entry = self._register(command)
                 if entry is not None:
-                    self._join(command.room, entry)
+                    self._join(command.room, entry, command)
             elif op is _Op.UNREGISTER:
                 entry = self._lookup(command.member)
                 if entry is not None:
@@ -405,6 +437,8 @@ class Hub:
             elif op is _Op.SUBSCRIBE:
                 assert command.subscriber is not None
                 self._subscribers.append(command.subscriber)
+            if self._notices:
+                self._announce()
         except BaseException:
             # The hub is failing (a presence hook raised): the caller must not wait on.
             if op not in _HARMLESS_WHEN_STOPPED:
@@ -422,11 +456,13 @@ class Hub:
             backplane.publish(
                 Envelope(command.type, command.data, room, command.exclude, backplane.node_id)
             )
+        type_ = command.type
+        data = command.data
+        if room is not None and self._remembers and not command.framed:
+            type_, data = self._remember(room, type_, data)
         audience = self._everyone if room is None else self._rooms.get(room)
         if audience is None:
             return
-        type_ = command.type
-        data = command.data
         skip = command.exclude
         failed: list[tuple[str, bool]] = []
         offered = 0
@@ -482,6 +518,8 @@ class Hub:
         self._deliveries += offered - len(failed)
         if failed:
             self._settle(failed)
+            if self._notices and not command.framed:
+                self._announce()
 
     def _settle(self, failed: list[tuple[str, bool]]) -> None:
         evict = self._policy == "close"
@@ -518,9 +556,12 @@ class Hub:
         self._emit(PresenceKind.REGISTER, member_id, None)
         return entry
 
-    def _join(self, room: str | None, entry: _Entry) -> None:
+    def _join(self, room: str | None, entry: _Entry, command: _Control) -> None:
         assert room is not None
         if room in entry.rooms:
+            return
+        remembers = self._remembers or command.since is not None
+        if remembers and not self._catch_up(room, entry, command):
             return
         audience = self._rooms.get(room)
         if audience is None:
@@ -530,6 +571,7 @@ class Hub:
         audience.add(entry)
         entry.rooms[room] = None
         self._emit(PresenceKind.JOIN, entry.id, room)
+        self._user_changed(self._users.join(room, entry.member, entry.id))
 
     def _leave(self, room: str | None, entry: _Entry) -> None:
         assert room is not None
@@ -543,6 +585,7 @@ class Hub:
             if self._backplane is not None:
                 self._backplane.unsubscribe_room(room)
         self._emit(PresenceKind.LEAVE, entry.id, room)
+        self._user_changed(self._users.leave(room, entry.id))
 
     def _remove(self, entry: _Entry) -> None:
         for room in list(entry.rooms):
@@ -577,6 +620,66 @@ class Hub:
         if gone:
             self._subscribers = [s for s in subscribers if s not in gone]
 
+    # ------------------------------------------------------------------ history, users
+
+    def _remember(self, room: str, type_: MessageType, data: str | bytes) -> Frame:
+        position = self._histories.append(room, type_, data, trio.current_time())
+        framing = self._framing
+        if framing is None:
+            return type_, data
+        return framing.message(room, position, type_, data)
+
+    def _catch_up(self, room: str, entry: _Entry, command: _Control) -> bool:
+        """Answer a join and replay what the member missed, before it hears live ones."""
+        since = command.since
+        page = self._histories.page(room, since, None if since else 0, trio.current_time())
+        command.page = page
+        framing = self._framing
+        frames: list[Frame] = []
+        if framing is not None:
+            answer = framing.joined(room, since, page)
+            if answer is not None:
+                frames.append(answer)
+        for message in page.messages:
+            if framing is None:
+                frames.append((message.type, message.data))
+            else:
+                position = StreamPosition(page.epoch, message.offset)
+                frames.append(framing.message(room, position, message.type, message.data))
+        for type_, data in frames:
+            try:
+                frame = (
+                    encode_message(type_, data)
+                    if entry.key is PLAIN
+                    else entry.encode(type_, data)
+                )
+                entry.send(frame)
+            except trio.WouldBlock:
+                self._settle([(entry.id, True)])
+                if self._policy == "close":
+                    return False
+            except (ConnectionClosed, trio.ClosedResourceError, trio.BrokenResourceError):
+                self._settle([(entry.id, False)])
+                return False
+        return True
+
+    def _user_changed(self, event: UserEvent | None) -> None:
+        if event is None:
+            return
+        if self._on_user is not None:
+            self._on_user(event)
+        if self._framing is not None:
+            notice = self._framing.user(event)
+            if notice is not None:
+                self._notices.append((event.room, notice))
+
+    def _announce(self) -> None:
+        # Delivering a notice may evict slow members, whose leaving makes more notices.
+        notices = self._notices
+        while notices:
+            room, (type_, data) = notices.pop(0)
+            self._broadcast(_Broadcast(type_, data, room, None, True, True))
+
     def _shutdown(self, exc: BaseException) -> None:
         # Cancellation (or KeyboardInterrupt) is the normal way to stop: 1001, going
         # away; an exception means the hub failed: 1011 (RFC 6455 section 7.4.1).
@@ -605,6 +708,8 @@ class Hub:
         members = [entry.member for entry in self._everyone.entries.values()]
         self._everyone = _Audience()
         self._rooms = {}
+        self._users = _Users()
+        self._notices = []
         subscribers, self._subscribers = self._subscribers, []
         for subscriber in subscribers:
             subscriber.close()
@@ -696,7 +801,9 @@ class Hub:
         """
         self._post(_Control(_Op.UNREGISTER, member))
 
-    async def join(self, room: str, member: Member) -> None:
+    async def join(
+        self, room: str, member: Member, *, since: StreamPosition | None = None
+    ) -> HistoryPage:
         """Add a member to a room, registering it first if needed.
 
         Returns once the hub has processed it. Joining a room twice does nothing. With a
@@ -704,32 +811,52 @@ class Hub:
         broadcasts published anywhere after it returns reach the member (unless the link
         to the broker is down: see ``docs/topics/cluster.md``).
 
+        In a room with history, joining from a position ``since`` first hands the member
+        the messages it missed (after the framing's answer, if the hub has a
+        :class:`RoomFraming`), then adds it to the room, all in one step of the hub's
+        task: it gets every message after ``since`` exactly once, in order, with no gap
+        between the missed ones and the live ones. If the hub cannot promise that (the
+        epoch changed, or the position fell out of the history), nothing is replayed and
+        the answer's ``recovered`` is ``False``: the application resynchronises (for
+        instance from :meth:`history`).
+
         Cancellation: as for :meth:`register`.
 
         Args:
             room: the room name.
             member: the member.
+            since: the last position the member saw, to catch up from.
+
+        Returns:
+            The room's latest position (``epoch`` and ``offset``), the messages replayed
+            and whether they are all the member missed (``""`` and 0 in a room without
+            history; nothing replayed without ``since``).
 
         Raises:
             ValueError: if another member is registered with the same id.
             trio.BrokenResourceError: if the hub has stopped.
         """
-        await self._call(_Control(_Op.JOIN, member, room))
+        command = _Control(_Op.JOIN, member, room, since=since)
+        await self._call(command)
         if self._backplane is not None:
             await self._backplane.synced()
+        return command.page
 
-    def join_nowait(self, room: str, member: Member) -> None:
-        """Queue adding a member to a room without waiting.
+    def join_nowait(
+        self, room: str, member: Member, *, since: StreamPosition | None = None
+    ) -> None:
+        """Queue adding a member to a room without waiting; see :meth:`join`.
 
         Args:
             room: the room name.
             member: the member.
+            since: the last position the member saw, to catch up from.
 
         Raises:
             trio.WouldBlock: if the inbox is full.
             trio.BrokenResourceError: if the hub has stopped.
         """
-        self._post(_Control(_Op.JOIN, member, room))
+        self._post(_Control(_Op.JOIN, member, room, since=since))
 
     async def leave(self, room: str, member: Member) -> None:
         """Remove a member from a room; it stays registered.
@@ -924,6 +1051,67 @@ class Hub:
             await trio.lowlevel.checkpoint()
             return sorted(self.members(room))
         return await self._backplane.cluster_members(room)
+
+    async def history(
+        self, room: str, *, since: StreamPosition | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """Read a room's history: its latest position and the messages it keeps.
+
+        Reflects the broadcasts the hub has processed so far (:meth:`flush` first to
+        include your own).
+
+        Cancellation: safe; nothing changes.
+
+        Args:
+            room: the room name.
+            since: a position: only the messages after it (``recovered`` is ``False``,
+                with no messages, if the hub no longer has them all).
+            limit: at most this many messages: the latest ones without ``since``, the
+                first ones after it with ``since``.
+
+        Returns:
+            The room's epoch and latest offset and the messages, oldest first (``""``,
+            0 and none for a room without history).
+
+        Raises:
+            ValueError: if ``limit`` is negative.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit!r}")
+        await trio.lowlevel.checkpoint()
+        return self._histories.page(room, since, limit, trio.current_time())
+
+    def users(self, room: str) -> dict[str, list[Mapping[str, Any]]]:
+        """Return the users in a room, each with the ``meta`` of each of their members.
+
+        A user is a member's ``user`` (:attr:`rue_trio.WebSocketConn.user`), or its id
+        when it has none; two connections of one user are listed once, with two metas.
+
+        Args:
+            room: the room name.
+
+        Returns:
+            The users in order of arrival, each with their members' metas in order of
+            joining.
+        """
+        return self._users.presence(room)
+
+    async def presence(self, room: str) -> dict[str, list[Mapping[str, Any]]]:
+        """List the users in a room and the ``meta`` of each of their connections.
+
+        This is :meth:`users` for this process; hubs joined by a backplane answer with
+        this node's users only.
+
+        Cancellation: safe; nothing changes.
+
+        Args:
+            room: the room name.
+
+        Returns:
+            The users, each with their members' metas.
+        """
+        await trio.lowlevel.checkpoint()
+        return self.users(room)
 
     def rooms(self) -> list[str]:
         """Return the names of the rooms that have members, in order of creation."""
