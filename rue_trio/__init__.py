@@ -34,6 +34,7 @@ from .hub import (
     StreamPosition,
     UserEvent,
 )
+from .live import LiveHandler, Refused
 from .protocol import DeflateConfig, Message, MessageType
 from .websocket import ConnectionConfig, ConnectionStatistics, WebSocketConn
 
@@ -66,6 +67,7 @@ __all__ = [
     "InvalidPayloadError",
     "InvalidStatusError",
     "InvalidURIError",
+    "LiveHandler",
     "Message",
     "MessageTooBigError",
     "MessageType",
@@ -73,6 +75,7 @@ __all__ = [
     "PresenceEvent",
     "PresenceKind",
     "ProtocolError",
+    "Refused",
     "Request",
     "RueTrioError",
     "StreamPosition",

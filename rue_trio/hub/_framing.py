@@ -35,8 +35,13 @@ class RoomFraming(Protocol):
         """Wrap a broadcast to ``room``; ``position`` is ``None`` in a room without history."""
         ...
 
-    def joined(self, room: str, since: StreamPosition | None, page: HistoryPage) -> Frame | None:
-        """Answer a member's join, sent to it before the ``page.messages`` it missed."""
+    def joined(
+        self, room: str, member_id: str, since: StreamPosition | None, page: HistoryPage
+    ) -> Frame | None:
+        """Answer a member's join, sent to it before the ``page.messages`` it missed.
+
+        ``member_id`` says which member joined (to echo a request's reference, say).
+        """
         ...
 
     def user(self, event: UserEvent) -> Frame | None:

@@ -637,7 +637,7 @@ class Hub:
         framing = self._framing
         frames: list[Frame] = []
         if framing is not None:
-            answer = framing.joined(room, since, page)
+            answer = framing.joined(room, entry.id, since, page)
             if answer is not None:
                 frames.append(answer)
         for message in page.messages:

@@ -37,7 +37,7 @@ class Tagging:
         return TEXT, f"m|{room}|{offset}|{data}"
 
     def joined(
-        self, room: str, since: StreamPosition | None, page: HistoryPage
+        self, room: str, member_id: str, since: StreamPosition | None, page: HistoryPage
     ) -> tuple[MessageType, str | bytes] | None:
         recovered = since is not None and page.recovered
         return TEXT, f"j|{room}|{page.offset}|{recovered}|{len(page.messages)}"
