@@ -26,6 +26,7 @@ import trio
 
 from rue_trio import App, Hub
 from rue_trio._demo import make_app
+from rue_trio._demo._live import make_live
 from rue_trio.exceptions import BackplaneError
 from rue_trio.server import format_address
 
@@ -92,14 +93,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--workers must be at least 1, not {args.workers}")
     if args.workers > 1 and args.redis is None:
         parser.error("--workers needs --redis: without it each process has rooms of its own")
-    hub = None
+    hub = live = None
     if args.redis is not None:
         try:
             from rue_trio.backplane.redis import RedisBackplane
         except ImportError:
             parser.error('--redis needs the redis extra: pip install "rue_trio[redis]"')
         hub = Hub(backplane=RedisBackplane(args.redis, namespace=_NAMESPACE))
-    app = make_app(hub)
+        live = make_live(RedisBackplane(args.redis, namespace=f"{_NAMESPACE}:live"))
+    app = make_app(hub, live)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

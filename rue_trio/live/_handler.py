@@ -23,6 +23,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import trio
@@ -48,7 +49,10 @@ from ._wire import (
 if TYPE_CHECKING:
     from rue_trio.app import Context
 
-__all__ = ["LiveHandler", "OnPublish", "OnSubscribe", "Refused"]
+__all__ = ["CLIENT_SCRIPT", "LiveHandler", "OnPublish", "OnSubscribe", "Refused"]
+
+CLIENT_SCRIPT: Final = Path(__file__).resolve().parent / "live.js"
+"""The browser client (one file, no build step): serve it with :meth:`LiveHandler.script`."""
 
 OnSubscribe: TypeAlias = Callable[[WebSocketConn, str], Awaitable[None] | None]
 """``on_subscribe(conn, room)``: raise :class:`Refused` to refuse; sync or async."""
@@ -174,6 +178,17 @@ class LiveHandler:
             c: the request's context.
         """
         await self._handler.handle(c)
+
+    async def script(self, c: Context) -> None:
+        """Answer with the browser client, ``live.js`` (``app.get("/live.js", live.script)``).
+
+        The page then loads it with ``<script src="/live.js"></script>`` and uses
+        ``new RueLive("wss://host/live", {onMessage, onEvent, onStatus})``.
+
+        Args:
+            c: the request's context.
+        """
+        await c.file(CLIENT_SCRIPT, content_type="text/javascript; charset=utf-8")
 
     async def publish(self, room: str, data: Any) -> None:
         """Publish ``data`` (anything JSON can hold) to a room, from the server itself.
