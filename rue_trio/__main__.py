@@ -97,10 +97,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.redis is not None:
         try:
             from rue_trio.backplane.redis import RedisBackplane
+            from rue_trio.backplane.streams import RedisStreams
         except ImportError:
             parser.error('--redis needs the redis extra: pip install "rue_trio[redis]"')
         hub = Hub(backplane=RedisBackplane(args.redis, namespace=_NAMESPACE))
-        live = make_live(RedisBackplane(args.redis, namespace=f"{_NAMESPACE}:live"))
+        # The /live rooms: their own channels, and their history in Redis Streams.
+        live_namespace = f"{_NAMESPACE}:live"
+        live = make_live(
+            RedisBackplane(args.redis, namespace=live_namespace),
+            RedisStreams(args.redis, namespace=live_namespace),
+        )
     app = make_app(hub, live)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

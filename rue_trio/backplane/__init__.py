@@ -1,8 +1,9 @@
 """Backplane adapters: how hubs in different processes hear each other.
 
 The hub depends only on the port, :class:`rue_trio.hub.Backplane`. The adapters here are
-optional: :class:`RedisBackplane` needs the ``redis`` extra (coredis), imported only when
-the name is first used, so that ``import rue_trio.backplane`` works without it.
+optional: :class:`RedisBackplane` (pub/sub) and :class:`RedisStreams` (room history in
+Redis Streams) need the ``redis`` extra (coredis), imported only when the name is first
+used, so that ``import rue_trio.backplane`` works without it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .redis import RedisBackplane
+    from .streams import RedisStreams
 
-__all__ = ["RedisBackplane"]
+__all__ = ["RedisBackplane", "RedisStreams"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from .redis import RedisBackplane
 
         return RedisBackplane
+    if name == "RedisStreams":
+        from .streams import RedisStreams
+
+        return RedisStreams
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

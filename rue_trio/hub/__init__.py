@@ -19,6 +19,7 @@ from ._framing import Frame, RoomFraming
 from ._history import HistoryConfig, HistoryMessage, HistoryPage, HistoryRule, StreamPosition
 from ._hub import Hub
 from ._member import PLAIN, Member
+from ._streams import HistoryStream, Sequenced, SequencedSink
 from ._users import UserEvent
 
 __all__ = [
@@ -32,12 +33,15 @@ __all__ = [
     "HistoryMessage",
     "HistoryPage",
     "HistoryRule",
+    "HistoryStream",
     "Hub",
     "HubStatistics",
     "Member",
     "PresenceEvent",
     "PresenceKind",
     "RoomFraming",
+    "Sequenced",
+    "SequencedSink",
     "StreamPosition",
     "UserEvent",
     "pack_envelope",

@@ -136,7 +136,7 @@ def _size(data: str | bytes) -> int:
 class _RoomLog:
     """One room's numbered messages, bounded by count, bytes and age."""
 
-    __slots__ = ("bytes", "config", "epoch", "messages", "offset")
+    __slots__ = ("bytes", "config", "epoch", "external", "messages", "offset")
 
     def __init__(self, config: HistoryConfig) -> None:
         self.config = config
@@ -144,19 +144,65 @@ class _RoomLog:
         self.offset = 0
         self.messages: deque[tuple[HistoryMessage, int]] = deque()
         self.bytes = 0
+        # Numbered by a shared stream (the broker's epoch), not by this hub.
+        self.external = False
+
+    def restart(self, epoch: str, offset: int, external: bool) -> None:
+        """Forget the messages: numbering goes on from ``offset`` in ``epoch``."""
+        self.epoch = epoch
+        self.offset = offset
+        self.messages.clear()
+        self.bytes = 0
+        self.external = external
 
     def append(self, type: MessageType, data: str | bytes, now: float) -> int:
+        if self.external:
+            # Numbering here what the shared stream could not: a local epoch, so that no
+            # position from it is ever mistaken for one of the stream's.
+            self.restart(secrets.token_hex(6), 0, external=False)
         self.offset += 1
-        size = _size(data)
+        self._keep(HistoryMessage(self.offset, type, data, now), now)
+        return self.offset
+
+    def put(
+        self, position: StreamPosition, type: MessageType, data: str | bytes, now: float
+    ) -> None:
+        """Keep a message the shared stream numbered, restarting at any discontinuity."""
+        if position.epoch != self.epoch or position.offset != self.offset + 1 or not self.external:
+            self.restart(position.epoch, position.offset - 1, external=True)
+        self.offset = position.offset
+        self._keep(HistoryMessage(position.offset, type, data, now), now)
+
+    def merge(self, page: HistoryPage, now: float) -> None:
+        """Add what the stream's ``page`` holds to this log, if the union has no gap."""
+        if not page.recovered or not page.messages:
+            return
+        if page.epoch != self.epoch or not self.external:
+            self.restart(page.epoch, page.messages[0].offset - 1, external=True)
+        known = {message.offset: message for message, _ in self.messages}
+        for message in page.messages:
+            known.setdefault(
+                message.offset, HistoryMessage(message.offset, message.type, message.data, now)
+            )
+        offsets = sorted(known)
+        if offsets[-1] - offsets[0] + 1 != len(offsets):
+            return  # a hole between the two: keep what we had
+        self.messages.clear()
+        self.bytes = 0
+        for offset in offsets:
+            self._keep(known[offset], now)
+        self.offset = max(self.offset, offsets[-1], page.offset)
+
+    def _keep(self, message: HistoryMessage, now: float) -> None:
+        size = _size(message.data)
         config = self.config
-        if size <= config.max_bytes:
-            self.messages.append((HistoryMessage(self.offset, type, data, now), size))
-            self.bytes += size
         messages = self.messages
+        if size <= config.max_bytes:
+            messages.append((message, size))
+            self.bytes += size
         while len(messages) > config.size or self.bytes > config.max_bytes:
             self.bytes -= messages.popleft()[1]
         self.expire(now)
-        return self.offset
 
     def expire(self, now: float) -> None:
         ttl = self.config.ttl
@@ -236,6 +282,19 @@ class _Histories:
             return None
         self._logs.move_to_end(room)
         return StreamPosition(log.epoch, log.append(type, data, now))
+
+    def put(
+        self, room: str, position: StreamPosition, type: MessageType, data: str | bytes, now: float
+    ) -> None:
+        log = self.log(room, create=True)
+        if log is not None:
+            self._logs.move_to_end(room)
+            log.put(position, type, data, now)
+
+    def merge(self, room: str, page: HistoryPage, now: float) -> None:
+        log = self.log(room, create=True)
+        if log is not None:
+            log.merge(page, now)
 
     def page(
         self, room: str, since: StreamPosition | None, limit: int | None, now: float

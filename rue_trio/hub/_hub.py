@@ -63,6 +63,7 @@ discarded, and later commands raise :class:`trio.BrokenResourceError` (``unregis
 from __future__ import annotations
 
 import enum
+import uuid
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal
@@ -71,7 +72,7 @@ import trio
 import trio.lowlevel
 
 from rue_trio._groups import single_failure
-from rue_trio.exceptions import ConnectionClosed
+from rue_trio.exceptions import BackplaneError, ConnectionClosed
 from rue_trio.protocol import MessageType, encode_message
 
 from ._backplane import Backplane, Envelope
@@ -79,6 +80,7 @@ from ._events import HubStatistics, PresenceEvent, PresenceKind
 from ._framing import Frame, RoomFraming
 from ._history import HistoryPage, HistoryRule, StreamPosition, _Histories
 from ._member import PLAIN, Member
+from ._streams import HistoryStream, Sequenced
 from ._users import UserEvent, _Users
 
 __all__ = ["Hub"]
@@ -149,7 +151,7 @@ class _Audience:
 
 
 class _Broadcast:
-    __slots__ = ("data", "exclude", "framed", "remote", "room", "type")
+    __slots__ = ("data", "exclude", "framed", "position", "remote", "room", "type")
 
     def __init__(
         self,
@@ -159,6 +161,7 @@ class _Broadcast:
         exclude: str | None,
         remote: bool = False,
         framed: bool = False,
+        position: StreamPosition | None = None,
     ) -> None:
         self.type = type
         self.data = data
@@ -168,6 +171,8 @@ class _Broadcast:
         self.remote = remote
         # Made by the hub itself (a user notice): neither numbered nor framed again.
         self.framed = framed
+        # Numbered by the history stream (or _LOCAL: it could not, number it here).
+        self.position = position
 
 
 class _Op(enum.Enum):
@@ -184,7 +189,7 @@ _HARMLESS_WHEN_STOPPED: Final = frozenset({_Op.UNREGISTER, _Op.LEAVE})
 
 
 class _Control:
-    __slots__ = ("done", "error", "member", "op", "page", "room", "since", "subscriber")
+    __slots__ = ("done", "error", "member", "op", "page", "room", "seed", "since", "subscriber")
 
     def __init__(
         self,
@@ -193,12 +198,15 @@ class _Control:
         room: str | None = None,
         subscriber: trio.MemorySendChannel[PresenceEvent] | None = None,
         since: StreamPosition | None = None,
+        seed: HistoryPage | None = None,
     ) -> None:
         self.op = op
         self.member = member
         self.room = room
         self.subscriber = subscriber
         self.since = since
+        # What the history stream holds after ``since``, read just before this join.
+        self.seed = seed
         self.page: HistoryPage = _NO_PAGE
         self.done: trio.Event | None = None
         self.error: Exception | None = None
@@ -208,6 +216,10 @@ _Command = _Broadcast | _Control
 
 # What a join answers in a hub without history and framing: nothing to catch up on.
 _NO_PAGE: Final = HistoryPage("", 0)
+# The seed of a join whose history stream could not be read: recovery cannot be sure.
+_UNSURE: Final = HistoryPage("", 0, (), recovered=False)
+# The position of a broadcast the history stream could not number: this hub numbers it.
+_LOCAL: Final = StreamPosition("", 0)
 
 
 def _offer(sends: dict[str, _SendNowait], frame: bytes, failed: list[tuple[str, bool]]) -> None:
@@ -279,6 +291,9 @@ class Hub:
             and sends no notices.
         on_user: called by the hub's task with each :class:`UserEvent` (a user's first
             member joined a room, or their last left it); as ``on_presence``.
+        history_stream: shares room history with the hubs of other processes (see
+            :mod:`rue_trio.hub._streams`, e.g. ``RedisStreams``): offsets then come from
+            the broker, the same on every node. Rooms without history are unaffected.
 
     Raises:
         ValueError: for an unknown policy, or an inbox size or remote buffer below 1.
@@ -295,6 +310,7 @@ class Hub:
         history: HistoryRule = None,
         framing: RoomFraming | None = None,
         on_user: Callable[[UserEvent], None] | None = None,
+        history_stream: HistoryStream | None = None,
     ) -> None:
         if policy not in ("close", "drop"):
             raise ValueError(f"policy must be 'close' or 'drop', not {policy!r}")
@@ -317,6 +333,8 @@ class Hub:
         self._dropped = 0
         self._evicted = 0
         self._histories = _Histories(history)
+        self._stream = history_stream if history is not None else None
+        self._origin = backplane.node_id if backplane is not None else uuid.uuid4().bytes
         self._framing = framing
         self._on_user = on_user
         self._users = _Users()
@@ -357,7 +375,7 @@ class Hub:
         self._started = True
         backplane = self._backplane
         try:
-            if backplane is None:
+            if backplane is None and self._stream is None:
                 task_status.started()
                 await self._serve()
             else:
@@ -379,12 +397,21 @@ class Hub:
                     break
                 apply(command)
 
-    async def _run_joined(self, backplane: Backplane, task_status: trio.TaskStatus[None]) -> None:
+    async def _run_joined(
+        self, backplane: Backplane | None, task_status: trio.TaskStatus[None]
+    ) -> None:
         remote_send, remote_receive = trio.open_memory_channel[Envelope](self._remote_buffer)
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(backplane.run, remote_send)
-                nursery.start_soon(self._forward, remote_receive)
+                if backplane is not None:
+                    await nursery.start(backplane.run, remote_send)
+                    nursery.start_soon(self._forward, remote_receive)
+                if self._stream is not None:
+                    numbered_send, numbered = trio.open_memory_channel[Sequenced](
+                        self._remote_buffer
+                    )
+                    await nursery.start(self._stream.run, numbered_send)
+                    nursery.start_soon(self._forward_numbered, numbered)
                 task_status.started()
                 await self._serve()
         except BaseExceptionGroup as group:
@@ -411,6 +438,26 @@ class Hub:
                     send_nowait(command)
                 except trio.WouldBlock:
                     await send(command)
+        except trio.BrokenResourceError:
+            await trio.lowlevel.checkpoint()
+
+    async def _forward_numbered(self, numbered: trio.MemoryReceiveChannel[Sequenced]) -> None:
+        # As _forward, for the room broadcasts the history stream numbered (ours too).
+        send = self._inbox_send.send
+        try:
+            async for item in numbered:
+                envelope = item.envelope
+                position = _LOCAL if item.position is None else item.position
+                await send(
+                    _Broadcast(
+                        envelope.type,
+                        envelope.data,
+                        envelope.room,
+                        envelope.exclude,
+                        remote=True,
+                        position=position,
+                    )
+                )
         except trio.BrokenResourceError:
             await trio.lowlevel.checkpoint()
 
@@ -451,15 +498,18 @@ class Hub:
     def _broadcast(self, command: _Broadcast) -> None:
         self._broadcasts += 1
         room = command.room
+        type_ = command.type
+        data = command.data
+        if room is not None and self._remembers and not command.framed:
+            framed = self._remember(command, room)
+            if framed is None:
+                return  # the history stream numbers it; delivered when it comes back
+            type_, data = framed
         backplane = self._backplane
         if backplane is not None and not command.remote:
             backplane.publish(
                 Envelope(command.type, command.data, room, command.exclude, backplane.node_id)
             )
-        type_ = command.type
-        data = command.data
-        if room is not None and self._remembers and not command.framed:
-            type_, data = self._remember(room, type_, data)
         audience = self._everyone if room is None else self._rooms.get(room)
         if audience is None:
             return
@@ -568,6 +618,8 @@ class Hub:
             audience = self._rooms[room] = _Audience()
             if self._backplane is not None:
                 self._backplane.subscribe_room(room)
+            if self._stream is not None and self._histories.config(room) is not None:
+                self._stream.follow(room)
         audience.add(entry)
         entry.rooms[room] = None
         self._emit(PresenceKind.JOIN, entry.id, room)
@@ -584,6 +636,8 @@ class Hub:
             del self._rooms[room]
             if self._backplane is not None:
                 self._backplane.unsubscribe_room(room)
+            if self._stream is not None and self._histories.config(room) is not None:
+                self._stream.unfollow(room)
         self._emit(PresenceKind.LEAVE, entry.id, room)
         self._user_changed(self._users.leave(room, entry.id))
 
@@ -622,8 +676,23 @@ class Hub:
 
     # ------------------------------------------------------------------ history, users
 
-    def _remember(self, room: str, type_: MessageType, data: str | bytes) -> Frame:
-        position = self._histories.append(room, type_, data, trio.current_time())
+    def _remember(self, command: _Broadcast, room: str) -> Frame | None:
+        type_ = command.type
+        data = command.data
+        histories = self._histories
+        now = trio.current_time()
+        position = command.position
+        if position is not None and position is not _LOCAL:
+            histories.put(room, position, type_, data, now)
+        else:
+            stream = self._stream
+            if position is None and stream is not None and not command.remote:
+                config = histories.config(room)
+                if config is not None:
+                    envelope = Envelope(type_, data, room, command.exclude, self._origin)
+                    if stream.append(envelope, config):
+                        return None
+            position = histories.append(room, type_, data, now)
         framing = self._framing
         if framing is None:
             return type_, data
@@ -632,7 +701,15 @@ class Hub:
     def _catch_up(self, room: str, entry: _Entry, command: _Control) -> bool:
         """Answer a join and replay what the member missed, before it hears live ones."""
         since = command.since
-        page = self._histories.page(room, since, None if since else 0, trio.current_time())
+        now = trio.current_time()
+        seed = command.seed
+        if seed is _UNSURE:
+            latest = self._histories.page(room, None, 0, now)
+            page = HistoryPage(latest.epoch, latest.offset, (), recovered=False)
+        else:
+            if seed is not None:
+                self._histories.merge(room, seed, now)
+            page = self._histories.page(room, since, None if since else 0, now)
         command.page = page
         framing = self._framing
         frames: list[Frame] = []
@@ -836,8 +913,25 @@ class Hub:
             ValueError: if another member is registered with the same id.
             trio.BrokenResourceError: if the hub has stopped.
         """
-        command = _Control(_Op.JOIN, member, room, since=since)
-        await self._call(command)
+        stream = self._stream
+        config = None if stream is None else self._histories.config(room)
+        if stream is None or config is None or since is None:
+            command = _Control(_Op.JOIN, member, room, since=since)
+            await self._call(command)
+        else:
+            # Follow the room first, then read: what is published after the read reaches
+            # this node, so the two together leave no gap for the actor to replay.
+            stream.follow(room)
+            try:
+                await stream.synced()
+                try:
+                    seed = await stream.read(room, since, None, config)
+                except BackplaneError:
+                    seed = _UNSURE
+                command = _Control(_Op.JOIN, member, room, since=since, seed=seed)
+                await self._call(command)
+            finally:
+                stream.unfollow(room)
         if self._backplane is not None:
             await self._backplane.synced()
         return command.page
@@ -1078,6 +1172,13 @@ class Hub:
         """
         if limit is not None and limit < 0:
             raise ValueError(f"limit must not be negative, not {limit!r}")
+        stream = self._stream
+        config = None if stream is None else self._histories.config(room)
+        if stream is not None and config is not None:
+            try:
+                return await stream.read(room, since, limit, config)
+            except BackplaneError:
+                pass  # the broker is away: answer with what this node saw
         await trio.lowlevel.checkpoint()
         return self._histories.page(room, since, limit, trio.current_time())
 

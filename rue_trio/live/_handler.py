@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 import trio
 
 from rue_trio.handlers import OnClose, OnConnect, OnError, WebSocketHandler
-from rue_trio.hub import Backplane, HistoryConfig, HistoryRule, Hub, StreamPosition
+from rue_trio.hub import (
+    Backplane,
+    HistoryConfig,
+    HistoryRule,
+    HistoryStream,
+    Hub,
+    StreamPosition,
+)
 from rue_trio.protocol import DeflateConfig, MessageType
 from rue_trio.websocket import ConnectionConfig, WebSocketConn
 
@@ -97,6 +104,8 @@ class LiveHandler:
         history: which rooms keep history (see :class:`~rue_trio.hub.HistoryConfig`):
             the last 100 messages of every room by default; ``None`` for none.
         backplane: joins the hub to other processes (see :class:`~rue_trio.Hub`).
+        history_stream: shares room history with other processes (such as
+            :class:`rue_trio.backplane.RedisStreams`), so a client recovers on any node.
         on_connect: called once a connection is open, before any op: set
             ``conn.user`` and ``conn.meta`` here (presence lists users by them).
         on_subscribe: decides who may subscribe to which room; also asked before
@@ -124,6 +133,7 @@ class LiveHandler:
         *,
         history: HistoryRule = _DEFAULT_HISTORY,
         backplane: Backplane | None = None,
+        history_stream: HistoryStream | None = None,
         on_connect: OnConnect | None = None,
         on_subscribe: OnSubscribe | None = None,
         on_publish: OnPublish | None = None,
@@ -141,7 +151,13 @@ class LiveHandler:
         if min(max_rooms, max_room_length, history_limit) < 1:
             raise ValueError("max_rooms, max_room_length and history_limit must be at least 1")
         self._framing = LiveFraming()
-        self.hub = Hub(history=history, backplane=backplane, framing=self._framing, **hub_options)
+        self.hub = Hub(
+            history=history,
+            backplane=backplane,
+            history_stream=history_stream,
+            framing=self._framing,
+            **hub_options,
+        )
         self._on_connect = on_connect
         self._on_subscribe = on_subscribe
         self._on_publish = on_publish
