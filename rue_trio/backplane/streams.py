@@ -24,7 +24,9 @@ expires ``ttl`` seconds after the room's last message), and publishes it. Redis 
 scripts one at a time, so the channel carries each room's messages in offset order.
 
 Tasks (owned by :meth:`RedisStreams.run`): the *sequencer* takes the hub's messages from
-a bounded queue and runs the script for each, in order; the *subscriber* follows the
+a bounded queue and runs the script for each, in order, up to 512 in one pipeline (if the
+link breaks during a pipeline, the whole batch is handed back to be numbered locally: a
+message Redis did number then may reach this node's members twice); the *subscriber* follows the
 channels of the rooms the hub follows and offers what arrives to the hub's bounded buffer
 (a full buffer drops the message for this node: its copy of the history then restarts at
 the next one, and joins read Redis again). A lost link is re-established with backoff;
@@ -60,6 +62,9 @@ from rue_trio.protocol import MessageType
 from .redis import _leaf, _link_error
 
 __all__ = ["RedisStreams"]
+
+# The most messages numbered in one pipeline (one round trip to Redis).
+_BATCH: Final = 512
 
 _APPEND: Final = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -341,29 +346,44 @@ class RedisStreams:
 
     async def _sequencer(self, client: coredis.Redis[bytes], sink: SequencedSink) -> None:
         script = client.register_script(_APPEND)
-        async for envelope, config in self._out_receive:
-            room = envelope.room
-            assert room is not None
-            ttl = "0" if config.ttl is None else str(math.ceil(config.ttl * 1000))
+        receive = self._out_receive
+        async for first in receive:
+            batch = [first]
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
             try:
-                await script(
-                    keys=[self._meta_key(room), self._stream_key(room)],
-                    args=[
-                        secrets.token_hex(6),
-                        config.size,
-                        ttl,
-                        pack_envelope(envelope),
-                        self._channel(room),
-                        config.max_bytes,
-                    ],
-                )
+                # One pipeline per batch: the scripts run in order, one round trip.
+                async with client.pipeline(transaction=False) as pipe:
+                    for envelope, config in batch:
+                        self._number(script, pipe, envelope, config)
             except Exception as exc:
                 if not _link_error(exc):
                     raise
-                # Not numbered: the hub numbers it locally, for this node's members.
-                _offer(sink, Sequenced(envelope, None))
+                # Not numbered: the hub numbers them locally, for this node's members.
+                for envelope, _ in batch:
+                    _offer(sink, Sequenced(envelope, None))
             else:
-                self._numbered += 1
+                self._numbered += len(batch)
+
+    def _number(self, script: Any, pipe: Any, envelope: Envelope, config: HistoryConfig) -> None:
+        room = envelope.room
+        assert room is not None
+        ttl = "0" if config.ttl is None else str(math.ceil(config.ttl * 1000))
+        script(
+            keys=[self._meta_key(room), self._stream_key(room)],
+            args=[
+                secrets.token_hex(6),
+                config.size,
+                ttl,
+                pack_envelope(envelope),
+                self._channel(room),
+                config.max_bytes,
+            ],
+            client=pipe,
+        )
 
     async def _subscriber(
         self, sink: SequencedSink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
