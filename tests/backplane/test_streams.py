@@ -216,3 +216,73 @@ async def test_streams_live_clients_on_two_nodes_share_offsets_and_recover_acros
                 assert (answer["recovered"], answer["missed"]) == (True, 2)
                 replayed = [await until(back, "message") for _ in range(2)]
                 assert [m["data"] for m in replayed] == [2, 3]
+
+
+async def test_streams_read_answers_limits_and_positions(redis_url: str, namespace: str) -> None:
+    with trio.fail_after(10):
+        async with open_nodes(redis_url, namespace, count=1) as (hub,):
+            stream = hub._stream
+            assert isinstance(stream, RedisStreams)
+            config = HistoryConfig(size=100)
+            empty = await stream.read("nothing", StreamPosition("e", 0), None, config)
+            assert not empty.recovered and empty.epoch == ""
+            for index in range(5):
+                await hub.broadcast(TEXT, f"m{index}", room="r")
+            await wait_until(lambda: stream.numbered == 5)
+            page = await stream.read("r", None, 2, config)
+            assert [m.data for m in page.messages] == ["m3", "m4"]
+            assert (await stream.read("r", None, 0, config)).messages == ()
+            first = await stream.read("r", StreamPosition(page.epoch, 1), 2, config)
+            assert [m.offset for m in first.messages] == [2, 3] and first.recovered
+            level = await stream.read("r", page.position, None, config)
+            assert level.recovered and level.messages == ()
+            ahead = await stream.read("r", StreamPosition(page.epoch, 9), None, config)
+            assert not ahead.recovered
+
+
+async def test_streams_ttl_expires_the_whole_history(redis_url: str, namespace: str) -> None:
+    with trio.fail_after(10):
+        config = HistoryConfig(size=100, ttl=0.1)
+        async with open_nodes(redis_url, namespace, count=1, config=config) as (hub,):
+            stream = hub._stream
+            assert isinstance(stream, RedisStreams)
+            await hub.broadcast(TEXT, "old", room="r")
+            await wait_until(lambda: stream.numbered == 1)
+            before = await hub.history("r")
+            await trio.sleep(0.5)  # Redis expires the keys 0.1 s after the last message
+            await hub.broadcast(TEXT, "new", room="r")
+            await wait_until(lambda: stream.numbered == 2)
+            after = await hub.history("r")
+            assert after.epoch != before.epoch
+            assert [(m.offset, m.data) for m in after.messages] == [(1, "new")]
+
+
+async def test_streams_link_lost_local_delivery_goes_on(redis_url: str, namespace: str) -> None:
+    with trio.fail_after(15):
+        async with open_nodes(redis_url, namespace, count=1) as (hub,):
+            stream = hub._stream
+            assert isinstance(stream, RedisStreams)
+            member = FakeMember("m")
+            await hub.join("r", member)
+            await hub.broadcast(TEXT, "before", room="r")
+            await wait_until(lambda: len(member.frames) == 1)
+            admin = coredis.Redis.from_url(redis_url)
+            async with admin:
+                for client in await admin.client_list():
+                    if str(client.get("name", "")).startswith(f"{namespace}:streams:"):
+                        await admin.client_kill(identifier=client["id"])
+            sent = 1
+            while stream.connected:  # noqa: ASYNC110 (the kill reaches us when it does)
+                await trio.sleep(0.001)
+            # Down: numbered here, in a local epoch, and delivered to the local member.
+            down = await hub.join("r", FakeMember("n"), since=StreamPosition("x", 0))
+            assert not down.recovered
+            await hub.broadcast(TEXT, "during", room="r")
+            sent += 1
+            await wait_until(lambda: len(member.frames) == sent)
+            await wait_until(lambda: stream.connected)
+            await stream.synced()
+            await hub.broadcast(TEXT, "after", room="r")
+            sent += 1
+            await wait_until(lambda: len(member.frames) == sent)
+            assert member.payloads() == [b"before", b"during", b"after"]
