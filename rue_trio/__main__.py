@@ -98,14 +98,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             from rue_trio.backplane.redis import RedisBackplane
             from rue_trio.backplane.streams import RedisStreams
+            from rue_trio.backplane.users import RedisUsers
         except ImportError:
             parser.error('--redis needs the redis extra: pip install "rue_trio[redis]"')
         hub = Hub(backplane=RedisBackplane(args.redis, namespace=_NAMESPACE))
-        # The /live rooms: their own channels, and their history in Redis Streams.
+        # The /live rooms: their own channels, their history in Redis Streams, and who is
+        # in them across the workers.
         live_namespace = f"{_NAMESPACE}:live"
         live = make_live(
             RedisBackplane(args.redis, namespace=live_namespace),
             RedisStreams(args.redis, namespace=live_namespace),
+            RedisUsers(args.redis, namespace=live_namespace),
         )
     app = make_app(hub, live)
     logging.basicConfig(

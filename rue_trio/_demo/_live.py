@@ -13,7 +13,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from rue_trio import App, Context, HistoryConfig, LiveHandler, Refused, WebSocketConn
-from rue_trio.hub import Backplane, HistoryStream
+from rue_trio.hub import Backplane, HistoryStream, UserDirectory
 
 from ._chat import _ROOM_PATTERN, MAX_CONTENT, MAX_ROOM, STATIC_DIR, _clean_name
 
@@ -26,13 +26,16 @@ _MAX_MESSAGE_SIZE: Final = 16 * 1024
 
 
 def make_live(
-    backplane: Backplane | None = None, history_stream: HistoryStream | None = None
+    backplane: Backplane | None = None,
+    history_stream: HistoryStream | None = None,
+    user_directory: UserDirectory | None = None,
 ) -> LiveHandler:
     """Build the demo's live handler.
 
     Args:
         backplane: joins the live rooms of several processes.
         history_stream: shares the rooms' history between them.
+        user_directory: shares who is in each room between them.
 
     Returns:
         The handler; :func:`mount_live` serves it.
@@ -41,6 +44,7 @@ def make_live(
         history=HistoryConfig(size=LIVE_HISTORY, max_bytes=1 << 20),
         backplane=backplane,
         history_stream=history_stream,
+        user_directory=user_directory,
         on_connect=_identify,
         on_subscribe=_check_room,
         on_publish=_stamp,

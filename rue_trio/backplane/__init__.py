@@ -1,9 +1,10 @@
 """Backplane adapters: how hubs in different processes hear each other.
 
 The hub depends only on the port, :class:`rue_trio.hub.Backplane`. The adapters here are
-optional: :class:`RedisBackplane` (pub/sub) and :class:`RedisStreams` (room history in
-Redis Streams) need the ``redis`` extra (coredis), imported only when the name is first
-used, so that ``import rue_trio.backplane`` works without it.
+optional: :class:`RedisBackplane` (pub/sub), :class:`RedisStreams` (room history in
+Redis Streams) and :class:`RedisUsers` (presence by user) need the ``redis`` extra
+(coredis), imported only when the name is first used, so that ``import
+rue_trio.backplane`` works without it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .redis import RedisBackplane
     from .streams import RedisStreams
+    from .users import RedisUsers
 
-__all__ = ["RedisBackplane", "RedisStreams"]
+__all__ = ["RedisBackplane", "RedisStreams", "RedisUsers"]
 
 
 def __getattr__(name: str) -> Any:
@@ -26,4 +28,8 @@ def __getattr__(name: str) -> Any:
         from .streams import RedisStreams
 
         return RedisStreams
+    if name == "RedisUsers":
+        from .users import RedisUsers
+
+        return RedisUsers
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

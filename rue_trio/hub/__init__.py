@@ -14,6 +14,7 @@ from ._backplane import (
     pack_envelope,
     unpack_envelope,
 )
+from ._directory import UserDirectory
 from ._events import HubStatistics, PresenceEvent, PresenceKind
 from ._framing import Frame, RoomFraming
 from ._history import HistoryConfig, HistoryMessage, HistoryPage, HistoryRule, StreamPosition
@@ -43,6 +44,7 @@ __all__ = [
     "Sequenced",
     "SequencedSink",
     "StreamPosition",
+    "UserDirectory",
     "UserEvent",
     "pack_envelope",
     "unpack_envelope",

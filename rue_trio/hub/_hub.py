@@ -76,6 +76,7 @@ from rue_trio.exceptions import BackplaneError, ConnectionClosed
 from rue_trio.protocol import MessageType, encode_message
 
 from ._backplane import Backplane, Envelope
+from ._directory import UserDirectory
 from ._events import HubStatistics, PresenceEvent, PresenceKind
 from ._framing import Frame, RoomFraming
 from ._history import HistoryPage, HistoryRule, StreamPosition, _Histories
@@ -294,6 +295,9 @@ class Hub:
         history_stream: shares room history with the hubs of other processes (see
             :mod:`rue_trio.hub._streams`, e.g. ``RedisStreams``): offsets then come from
             the broker, the same on every node. Rooms without history are unaffected.
+        user_directory: shares who is in which room with the hubs of other processes
+            (see :mod:`rue_trio.hub._directory`, e.g. ``RedisUsers``), so that
+            :meth:`presence` answers for the whole cluster.
 
     Raises:
         ValueError: for an unknown policy, or an inbox size or remote buffer below 1.
@@ -311,6 +315,7 @@ class Hub:
         framing: RoomFraming | None = None,
         on_user: Callable[[UserEvent], None] | None = None,
         history_stream: HistoryStream | None = None,
+        user_directory: UserDirectory | None = None,
     ) -> None:
         if policy not in ("close", "drop"):
             raise ValueError(f"policy must be 'close' or 'drop', not {policy!r}")
@@ -335,6 +340,7 @@ class Hub:
         self._histories = _Histories(history)
         self._stream = history_stream if history is not None else None
         self._origin = backplane.node_id if backplane is not None else uuid.uuid4().bytes
+        self._directory = user_directory
         self._framing = framing
         self._on_user = on_user
         self._users = _Users()
@@ -375,7 +381,7 @@ class Hub:
         self._started = True
         backplane = self._backplane
         try:
-            if backplane is None and self._stream is None:
+            if backplane is None and self._stream is None and self._directory is None:
                 task_status.started()
                 await self._serve()
             else:
@@ -412,6 +418,8 @@ class Hub:
                     )
                     await nursery.start(self._stream.run, numbered_send)
                     nursery.start_soon(self._forward_numbered, numbered)
+                if self._directory is not None:
+                    await nursery.start(self._directory.run)
                 task_status.started()
                 await self._serve()
         except BaseExceptionGroup as group:
@@ -624,6 +632,8 @@ class Hub:
         entry.rooms[room] = None
         self._emit(PresenceKind.JOIN, entry.id, room)
         self._user_changed(self._users.join(room, entry.member, entry.id))
+        if self._directory is not None:
+            self._directory.joined(room, entry.id, *self._users.member(room, entry.id))
 
     def _leave(self, room: str | None, entry: _Entry) -> None:
         assert room is not None
@@ -639,6 +649,8 @@ class Hub:
             if self._stream is not None and self._histories.config(room) is not None:
                 self._stream.unfollow(room)
         self._emit(PresenceKind.LEAVE, entry.id, room)
+        if self._directory is not None:
+            self._directory.left(room, entry.id)
         self._user_changed(self._users.leave(room, entry.id))
 
     def _remove(self, entry: _Entry) -> None:
@@ -1200,8 +1212,9 @@ class Hub:
     async def presence(self, room: str) -> dict[str, list[Mapping[str, Any]]]:
         """List the users in a room and the ``meta`` of each of their connections.
 
-        This is :meth:`users` for this process; hubs joined by a backplane answer with
-        this node's users only.
+        Without a user directory this is :meth:`users`, this process's users. With one,
+        the users of every live node (a user with tabs on two nodes is listed once, with
+        every tab's meta); if the directory cannot be reached, this node's users.
 
         Cancellation: safe; nothing changes.
 
@@ -1211,6 +1224,11 @@ class Hub:
         Returns:
             The users, each with their members' metas.
         """
+        if self._directory is not None:
+            try:
+                return await self._directory.users(room)
+            except BackplaneError:
+                pass  # the broker is away: answer with what this node knows
         await trio.lowlevel.checkpoint()
         return self.users(room)
 

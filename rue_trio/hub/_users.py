@@ -86,6 +86,11 @@ class _Users:
             del self._rooms[room]
         return UserEvent("leave", room, user, meta)
 
+    def member(self, room: str, member_id: str) -> tuple[str, Mapping[str, Any]]:
+        """The user and meta a member of ``room`` joined with."""
+        user = self._who[room, member_id]
+        return user, self._rooms[room][user][member_id]
+
     def presence(self, room: str) -> dict[str, list[Mapping[str, Any]]]:
         users = self._rooms.get(room, {})
         return {user: list(members.values()) for user, members in users.items()}

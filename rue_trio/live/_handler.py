@@ -36,6 +36,7 @@ from rue_trio.hub import (
     HistoryStream,
     Hub,
     StreamPosition,
+    UserDirectory,
 )
 from rue_trio.protocol import DeflateConfig, MessageType
 from rue_trio.websocket import ConnectionConfig, WebSocketConn
@@ -106,6 +107,9 @@ class LiveHandler:
         backplane: joins the hub to other processes (see :class:`~rue_trio.Hub`).
         history_stream: shares room history with other processes (such as
             :class:`rue_trio.backplane.RedisStreams`), so a client recovers on any node.
+        user_directory: shares presence with other processes (such as
+            :class:`rue_trio.backplane.RedisUsers`): ``presence`` then lists the users
+            of every node.
         on_connect: called once a connection is open, before any op: set
             ``conn.user`` and ``conn.meta`` here (presence lists users by them).
         on_subscribe: decides who may subscribe to which room; also asked before
@@ -134,6 +138,7 @@ class LiveHandler:
         history: HistoryRule = _DEFAULT_HISTORY,
         backplane: Backplane | None = None,
         history_stream: HistoryStream | None = None,
+        user_directory: UserDirectory | None = None,
         on_connect: OnConnect | None = None,
         on_subscribe: OnSubscribe | None = None,
         on_publish: OnPublish | None = None,
@@ -155,6 +160,7 @@ class LiveHandler:
             history=history,
             backplane=backplane,
             history_stream=history_stream,
+            user_directory=user_directory,
             framing=self._framing,
             **hub_options,
         )
