@@ -38,14 +38,14 @@ import signal
 import ssl
 import stat
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Final, Protocol, TypeAlias, TypeVar, overload
 
 import trio
 
-from rue_trio._workers import exit_with_parent, supervise_workers, worker_port
+from rue_trio._workers import exit_with_parent, force_exit, supervise_workers, worker_port
 from rue_trio.http import (
     ALL_METHODS,
     READ_SIZE,
@@ -270,7 +270,9 @@ class Context:
         """Write a complete ``101 Switching Protocols`` response and take the stream.
 
         After this, the HTTP layer never reads or writes the stream; it is closed when
-        the route function returns.
+        the route function returns. :attr:`request` becomes its light copy
+        (:meth:`~rue_trio.http.Request.light`: no body, at most
+        ``limits.upgraded_field_bytes`` of header fields).
 
         Args:
             response: the raw response (from ``rue_trio.protocol.accept_response``).
@@ -288,6 +290,8 @@ class Context:
         if self._on_upgrade is not None:
             for callback in self._on_upgrade:
                 callback()
+        # From now on the request lives as long as the new protocol: keep it light.
+        self.request = self.request.light(self.app.limits.upgraded_field_bytes)
         return result
 
 
@@ -585,6 +589,9 @@ class App:
         self, conn: HTTPConnection, request: Request, lookup: Lookup[RouteFunction]
     ) -> None:
         c = Context(self, conn, request, lookup)
+        # The context owns the request: after an upgrade it swaps in a light copy, and
+        # this frame (alive as long as the WebSocket) must not keep the full one.
+        del request
         if self._middleware:
             await _Chain(self._middleware, c)()
         else:
@@ -669,6 +676,9 @@ class App:
 
         This starts Trio (``trio.run``) and blocks. If logging is not configured, the
         ``rue_trio`` logger gets a stderr handler at INFO level, so request logs show.
+        After a graceful shutdown ``run`` returns (a script then exits with status 0);
+        a second Ctrl-C or SIGTERM during the shutdown exits the process at once, with
+        status 128 + the signal's number, without waiting for the connections.
 
         With ``workers=N`` (N > 1) this process starts N worker processes by running its
         own command line again (``python app.py`` or ``python -m pkg.app``), each serving
@@ -727,27 +737,52 @@ class App:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                addresses = await nursery.start(
-                    partial(
-                        self.serve,
-                        host,
-                        port,
-                        ssl_context=ssl_context,
-                        max_connections=max_connections,
-                        reuse_port=worker,
-                    )
-                )
+                # The first signal cancels only the serving scope: the watcher lives on
+                # through the drain, to act on a second one.
+                serving = trio.CancelScope()
+                nursery.start_soon(_watch_signals, signals, serving, worker)
+
+                async def serve(*, task_status: trio.TaskStatus[list[tuple[str, int]]]) -> None:
+                    with serving:
+                        await self.serve(
+                            host,
+                            port,
+                            ssl_context=ssl_context,
+                            max_connections=max_connections,
+                            reuse_port=worker,
+                            task_status=task_status,
+                        )
+                    nursery.cancel_scope.cancel()
+
+                addresses = await nursery.start(serve)
                 if worker:
-                    nursery.start_soon(exit_with_parent, nursery.cancel_scope)
+                    nursery.start_soon(exit_with_parent, serving)
                 scheme = "https" if ssl_context is not None else "http"
                 for bound_host, bound_port in addresses:
                     _log.info(
                         "listening on %s://%s", scheme, format_address(bound_host, bound_port)
                     )
-                async for signum in signals:
-                    _log.info("received %s: shutting down gracefully", signal.Signals(signum).name)
-                    nursery.cancel_scope.cancel()
-                    break
+
+
+async def _watch_signals(
+    signals: AsyncIterator[int], serving: trio.CancelScope, worker: bool
+) -> None:
+    """The first SIGINT or SIGTERM starts the drain; a second one exits at once.
+
+    A worker leaves the second one to its parent (it gets each Ctrl-C twice: from the
+    terminal and forwarded), which kills the workers when it gets one itself.
+    """
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if not serving.cancel_called:
+            _log.info(
+                "received %s: shutting down gracefully%s",
+                name,
+                "" if worker else " (send it again to exit at once)",
+            )
+            serving.cancel()
+        elif not worker:
+            force_exit(signum)
 
 
 def _configure_logging() -> None:
@@ -775,12 +810,12 @@ async def request_logger(c: Context, next: Next) -> None:
         await next()
         return
     start = time.perf_counter()
-    request = c.request
     logged = False
 
     def log() -> None:
         nonlocal logged
         logged = True
+        request = c.request
         address = c.remote_address
         _log.info(
             "%s %s %s %s %.2fms",

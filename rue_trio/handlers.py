@@ -145,8 +145,9 @@ class WebSocketHandler:
         """Upgrade the request of ``c``, then run the connection: Rue's ``handler.Handle(c)``.
 
         A request that is not a valid upgrade is answered with its HTTP status (400,
-        403, 405, or 426 for a plain GET, with ``Upgrade: websocket``) and ``handle``
-        returns. During a server's graceful shutdown new upgrades get 503.
+        also for a request with a body, 403, 405, or 426 for a plain GET, with
+        ``Upgrade: websocket``) and ``handle`` returns. During a server's graceful
+        shutdown new upgrades get 503.
 
         Cancellation: cancelling the task closes the connection with 1001 (going away)
         within the close timeout, runs ``on_close``, then lets ``Cancelled`` propagate.
@@ -162,6 +163,10 @@ class WebSocketHandler:
                 b"this endpoint speaks WebSocket only\n",
                 headers=[("upgrade", "websocket"), ("connection", "Upgrade")],
             )
+            return
+        if request.body:
+            # RFC 6455 section 4.1: the opening handshake is a GET without a body.
+            await c.respond(400, b"a WebSocket upgrade request has no body\n")
             return
         try:
             handshake = server_handshake(
@@ -179,13 +184,17 @@ class WebSocketHandler:
         if allowed is not None and origin is not None and origin not in allowed:
             await c.respond(403, b"origin not allowed\n")
             return
+        subprotocol, deflate_params = handshake.subprotocol, handshake.deflate_params
         stream, trailing_data = await c.switch_protocols(handshake.response)
+        # This frame lives as long as the connection: it keeps neither the handshake
+        # (the offered subprotocols and extensions may fill a head) nor the full
+        # request, only the light copy the context now holds.
+        del handshake
+        request = c.request
         deflate = None
-        if handshake.deflate_params is not None:
+        if deflate_params is not None:
             assert self.compression is not None
-            deflate = PerMessageDeflate(
-                handshake.deflate_params, is_server=True, config=self.compression
-            )
+            deflate = PerMessageDeflate(deflate_params, is_server=True, config=self.compression)
         protocol = Protocol(Role.SERVER, max_message_size=self.max_message_size, deflate=deflate)
         connected: WebSocketConn | None = None
         try:
@@ -194,7 +203,7 @@ class WebSocketHandler:
                 protocol,
                 trailing_data=trailing_data,
                 request=request,
-                subprotocol=handshake.subprotocol,
+                subprotocol=subprotocol,
                 remote_address=c.remote_address,
                 config=self.config,
             ) as conn:
