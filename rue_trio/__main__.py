@@ -108,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         live = make_live(
             RedisBackplane(args.redis, namespace=live_namespace),
             RedisStreams(args.redis, namespace=live_namespace),
-            RedisUsers(args.redis, namespace=live_namespace),
+            # A heartbeat a second: another worker's arrivals are told within one.
+            RedisUsers(args.redis, namespace=live_namespace, heartbeat_interval=1.0),
         )
     app = make_app(hub, live)
     logging.basicConfig(

@@ -2,7 +2,9 @@
 
 Give a hub ``user_directory=RedisUsers(url, namespace=...)``: :meth:`rue_trio.Hub.presence`
 then lists the users of a room on every live node of the namespace, each with the
-``meta`` of each of their connections (two tabs on two nodes are one user, twice).
+``meta`` of each of their connections (two tabs on two nodes are one user, twice),
+and the user notices (``join``, ``leave``) say when a user arrives in or leaves the room
+anywhere in the cluster.
 
 Theory of operation
 ===================
@@ -17,6 +19,13 @@ that stops cleanly removes its keys. Reading a room asks every live node's hash 
 pipeline and merges it with the local mirror (always current). Redis unreachable: reads
 raise :class:`~rue_trio.exceptions.BackplaneError` (the hub then answers with its own
 users), writes are retried whole after the link comes back.
+
+Notices: after each write (a local change, or the heartbeat), the node reads the
+cluster's users of every room where it has members and compares them with what it read
+the time before: a user who appeared has joined, one who disappeared has left (their
+last connection closed, or their node died and its keys expired). The first reading of a
+room on a node only records it. Each node tells its own members, so every member hears
+each arrival once; remote changes are heard within ``heartbeat_interval``.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import coredis
 import trio
 
 from rue_trio.exceptions import BackplaneError
+from rue_trio.hub import UserEvent, UserEventSink
 
 from .redis import _leaf, _link_error
 
@@ -84,6 +94,8 @@ class RedisUsers:
         self._wake = trio.Event()
         self._client: coredis.Redis[bytes] | None = None
         self._started = False
+        # room -> user -> meta, as the cluster was at the last reading.
+        self._known: dict[str, dict[str, Mapping[str, Any]]] = {}
 
     # ------------------------------------------------------------------ the port
 
@@ -129,40 +141,53 @@ class RedisUsers:
         Raises:
             BackplaneError: Redis cannot be reached.
         """
-        found: dict[str, list[Mapping[str, Any]]] = {}
-        for user, meta in self._members.get(room, {}).values():
-            found.setdefault(user, []).append(meta)
         client = self._client
         if client is None:
             await trio.lowlevel.checkpoint()
             raise BackplaneError("the user directory is not connected to Redis")
         try:
-            nodes = await client.zrange(
-                self._nodes_key, repr(time.time()), "+inf", sortby=coredis.PureToken.BYSCORE
-            )
-            others = [name for n in nodes if (name := _text(n)) != self._node]
-            async with client.pipeline(transaction=False) as pipe:
-                requests = [pipe.hgetall(self._key(node, room)) for node in others]
-            tables = [await request for request in requests]
+            return (await self._cluster(client, [room]))[room]
         except Exception as exc:
             if not _link_error(exc):
                 raise
             raise BackplaneError(f"Redis at {self._url} failed: {_leaf(exc)}") from _leaf(exc)
-        for table in tables:
-            for raw in table.values():
+
+    async def _cluster(
+        self, client: coredis.Redis[bytes], rooms: list[str]
+    ) -> dict[str, dict[str, list[Mapping[str, Any]]]]:
+        """The users of each room on every live node, this node's first."""
+        found: dict[str, dict[str, list[Mapping[str, Any]]]] = {room: {} for room in rooms}
+        for room in rooms:
+            for user, meta in self._members.get(room, {}).values():
+                found[room].setdefault(user, []).append(meta)
+        nodes = await client.zrange(
+            self._nodes_key, repr(time.time()), "+inf", sortby=coredis.PureToken.BYSCORE
+        )
+        others = [name for n in nodes if (name := _text(n)) != self._node]
+        async with client.pipeline(transaction=False) as pipe:
+            requests = [
+                (room, pipe.hgetall(self._key(node, room))) for room in rooms for node in others
+            ]
+        for room, request in requests:
+            for raw in (await request).values():
                 user, meta = json.loads(raw)
-                found.setdefault(str(user), []).append(meta if isinstance(meta, dict) else {})
+                found[room].setdefault(str(user), []).append(
+                    meta if isinstance(meta, dict) else {}
+                )
         return found
 
     # ------------------------------------------------------------------ running
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Connect to Redis, then write this node's users until cancelled.
+    async def run(
+        self, sink: UserEventSink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Connect to Redis; write this node's users and read the cluster's until cancelled.
 
         Cancellation: the way to stop; this node's keys are removed (shielded, bounded by
         ``connect_timeout``).
 
         Args:
+            sink: where the cluster's user events for this node's rooms go.
             task_status: ``started()`` once Redis answered.
 
         Raises:
@@ -185,7 +210,7 @@ class RedisUsers:
                     ) from _leaf(exc)
                 self._client = client
                 task_status.started()
-                await self._keep_written(client)
+                await self._keep_written(client, sink)
         except BaseExceptionGroup as group:
             cancelled, rest = group.split(trio.Cancelled)
             if cancelled is not None and (rest is None or _link_error(rest)):
@@ -209,7 +234,7 @@ class RedisUsers:
     def _key(self, node: str, room: str) -> str:
         return f"{self._namespace}:u:{node}:{room}"
 
-    async def _keep_written(self, client: coredis.Redis[bytes]) -> None:
+    async def _keep_written(self, client: coredis.Redis[bytes], sink: UserEventSink) -> None:
         while True:
             with trio.move_on_after(self._heartbeat):
                 await self._wake.wait()
@@ -217,11 +242,34 @@ class RedisUsers:
             dirty, self._dirty = self._dirty, set()
             try:
                 await self._write(client, dirty)
+                await self._compare(client, sink)
             except Exception as exc:
                 if not _link_error(exc):
                     raise
                 self._dirty |= dirty | set(self._members)  # write it all next time
                 await trio.sleep(min(1.0, self._heartbeat))
+
+    async def _compare(self, client: coredis.Redis[bytes], sink: UserEventSink) -> None:
+        rooms = list(self._members)
+        for room in [room for room in self._known if room not in self._members]:
+            del self._known[room]  # no one here to tell any more
+        if not rooms:
+            await trio.lowlevel.checkpoint()
+            return
+        cluster = await self._cluster(client, rooms)
+        for room in rooms:
+            now = {user: metas[0] for user, metas in cluster[room].items()}
+            before = self._known.get(room)
+            self._known[room] = now
+            if before is None:
+                continue  # the first reading here: nothing to compare with
+            events = [UserEvent("join", room, u, m) for u, m in now.items() if u not in before]
+            events += [UserEvent("leave", room, u, m) for u, m in before.items() if u not in now]
+            for event in events:
+                try:
+                    sink.send_nowait(event)
+                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                    break  # the hub is behind or gone: presence stays right, notices wait
 
     async def _write(self, client: coredis.Redis[bytes], dirty: set[str]) -> None:
         ttl_ms = math.ceil(self._ttl * 1000)

@@ -14,7 +14,7 @@ from ._backplane import (
     pack_envelope,
     unpack_envelope,
 )
-from ._directory import UserDirectory
+from ._directory import UserDirectory, UserEventSink
 from ._events import HubStatistics, PresenceEvent, PresenceKind
 from ._framing import Frame, RoomFraming
 from ._history import HistoryConfig, HistoryMessage, HistoryPage, HistoryRule, StreamPosition
@@ -46,6 +46,7 @@ __all__ = [
     "StreamPosition",
     "UserDirectory",
     "UserEvent",
+    "UserEventSink",
     "pack_envelope",
     "unpack_envelope",
 ]

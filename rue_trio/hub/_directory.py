@@ -2,8 +2,10 @@
 
 A hub knows the users of its own members (:meth:`Hub.users`). Given a
 :class:`UserDirectory`, it also reports each member's arrival in and departure from a
-room, with its user key and metadata, and :meth:`Hub.presence` asks the directory, which
-answers for the whole cluster. Adapters (such as
+room, with its user key and metadata; :meth:`Hub.presence` asks the directory, which
+answers for the whole cluster; and the directory, not the hub, decides when a user joins
+or leaves a room for the whole cluster, handing those :class:`UserEvent` to the hub, which
+announces them to its members of the room (through its framing). Adapters (such as
 :class:`rue_trio.backplane.users.RedisUsers`) live in :mod:`rue_trio.backplane`.
 """
 
@@ -14,14 +16,30 @@ from typing import Any, Protocol
 
 import trio
 
-__all__ = ["UserDirectory"]
+from ._users import UserEvent
+
+__all__ = ["UserDirectory", "UserEventSink"]
+
+
+class UserEventSink(Protocol):
+    """Where a directory hands the hub cluster-wide user events (a memory channel)."""
+
+    def send_nowait(self, value: UserEvent, /) -> None:
+        """Offer an event; raises :class:`trio.WouldBlock` when the hub's buffer is full."""
+        ...
 
 
 class UserDirectory(Protocol):
     """Cluster-wide presence by user; synchronous methods are called by the hub's task."""
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Connect, then keep this node's part of the directory up to date until cancelled."""
+    async def run(
+        self, sink: UserEventSink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Keep this node's part of the directory up to date until cancelled.
+
+        A user's arrival in a room where this node has members (their first connection
+        anywhere) and their departure (their last) go to ``sink``.
+        """
         ...
 
     def joined(self, room: str, member_id: str, user: str, meta: Mapping[str, Any]) -> None:

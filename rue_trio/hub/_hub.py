@@ -297,7 +297,9 @@ class Hub:
             the broker, the same on every node. Rooms without history are unaffected.
         user_directory: shares who is in which room with the hubs of other processes
             (see :mod:`rue_trio.hub._directory`, e.g. ``RedisUsers``), so that
-            :meth:`presence` answers for the whole cluster.
+            :meth:`presence` answers for the whole cluster and the framing's user
+            notices say when a user arrives in or leaves the cluster's room (the
+            ``on_user`` callback still hears this hub's own members).
 
     Raises:
         ValueError: for an unknown policy, or an inbox size or remote buffer below 1.
@@ -419,7 +421,9 @@ class Hub:
                     await nursery.start(self._stream.run, numbered_send)
                     nursery.start_soon(self._forward_numbered, numbered)
                 if self._directory is not None:
-                    await nursery.start(self._directory.run)
+                    users_send, users = trio.open_memory_channel[UserEvent](self._remote_buffer)
+                    await nursery.start(self._directory.run, users_send)
+                    nursery.start_soon(self._forward_users, users)
                 task_status.started()
                 await self._serve()
         except BaseExceptionGroup as group:
@@ -466,6 +470,21 @@ class Hub:
                         position=position,
                     )
                 )
+        except trio.BrokenResourceError:
+            await trio.lowlevel.checkpoint()
+
+    async def _forward_users(self, users: trio.MemoryReceiveChannel[UserEvent]) -> None:
+        # The directory's cluster-wide user events become notices to this node's members.
+        send = self._inbox_send.send
+        framing = self._framing
+        try:
+            async for event in users:
+                notice = None if framing is None else framing.user(event)
+                if notice is None:
+                    await trio.lowlevel.checkpoint()
+                    continue
+                type_, data = notice
+                await send(_Broadcast(type_, data, event.room, None, remote=True, framed=True))
         except trio.BrokenResourceError:
             await trio.lowlevel.checkpoint()
 
@@ -757,7 +776,8 @@ class Hub:
             return
         if self._on_user is not None:
             self._on_user(event)
-        if self._framing is not None:
+        # With a directory the notices come from it: who arrives is a cluster question.
+        if self._framing is not None and self._directory is None:
             notice = self._framing.user(event)
             if notice is not None:
                 self._notices.append((event.room, notice))

@@ -96,3 +96,46 @@ async def test_users_unreachable_redis() -> None:
         await hub.run()
     with pytest.raises(ValueError, match="heartbeat"):
         RedisUsers(presence_ttl=1, heartbeat_interval=2)
+
+
+async def test_users_notices_say_when_a_user_arrives_or_leaves_anywhere(
+    redis_url: str, namespace: str
+) -> None:
+    from tests.hub.test_history import Tagging
+
+    def directory() -> RedisUsers:
+        return RedisUsers(
+            redis_url, namespace=namespace, presence_ttl=1.0, heartbeat_interval=0.02
+        )
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            a = Hub(framing=Tagging(), user_directory=directory())
+            b = Hub(framing=Tagging(), user_directory=directory())
+            await nursery.start(a.run)
+            await nursery.start(b.run)
+            watcher = Tab("w", "watcher")
+            await a.join("r", watcher)
+            await trio.sleep(0.1)  # the first reading of the room on a: recorded, not told
+
+            def notices() -> list[bytes]:
+                return [p for p in watcher.payloads() if p.startswith(b"u|")]
+
+            async def until(count: int) -> None:
+                while len(notices()) < count:  # noqa: ASYNC110 (Redis is read on a heartbeat)
+                    await trio.sleep(0.01)
+
+            tab1, tab2, tab3 = Tab("t1", "ada"), Tab("t2", "ada"), Tab("t3", "ada")
+            await b.join("r", tab1)  # ada's first connection, on the other node
+            await until(1)
+            await b.join("r", tab2)
+            await a.join("r", tab3)  # more tabs: ada is there already
+            await trio.sleep(0.2)
+            await b.leave("r", tab1)
+            await b.leave("r", tab2)
+            await trio.sleep(0.2)
+            assert notices() == [b"u|r|join|ada"]
+            await a.leave("r", tab3)  # ada's last connection
+            await until(2)
+            assert notices() == [b"u|r|join|ada", b"u|r|leave|ada"]
+            nursery.cancel_scope.cancel()
