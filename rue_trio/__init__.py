@@ -4,15 +4,18 @@ The public names are re-exported here; everything else is private.
 """
 
 from .app import App, Context, default
+from .auth import Authenticate, Identity, Refusal
 from .client import open_websocket, open_websocket_stream
 from .exceptions import (
     BackplaneError,
+    BindError,
     CloseFrame,
     ConnectError,
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
     HandshakeError,
+    InvalidAddressError,
     InvalidPayloadError,
     InvalidStatusError,
     InvalidURIError,
@@ -20,6 +23,7 @@ from .exceptions import (
     NegotiationError,
     ProtocolError,
     RueTrioError,
+    StartupError,
 )
 from .handlers import WebSocketHandler
 from .http import Request
@@ -47,8 +51,10 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "App",
+    "Authenticate",
     "BackplaneError",
     "BinaryMessage",
+    "BindError",
     "CloseFrame",
     "ConnectError",
     "ConnectionConfig",
@@ -64,6 +70,8 @@ __all__ = [
     "HistoryPage",
     "Hub",
     "HubStatistics",
+    "Identity",
+    "InvalidAddressError",
     "InvalidPayloadError",
     "InvalidStatusError",
     "InvalidURIError",
@@ -75,9 +83,11 @@ __all__ = [
     "PresenceEvent",
     "PresenceKind",
     "ProtocolError",
+    "Refusal",
     "Refused",
     "Request",
     "RueTrioError",
+    "StartupError",
     "StreamPosition",
     "TextMessage",
     "UserEvent",

@@ -43,7 +43,7 @@ __all__ = [
     "worker_port",
 ]
 
-_log = logging.getLogger("rue_trio")
+_log = logging.getLogger("rue_trio.server")
 
 WORKER_ENV: Final = "RUE_TRIO_WORKER"
 """Set to ``"<index>:<port>"`` in the environment of each worker process."""

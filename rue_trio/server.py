@@ -53,9 +53,17 @@ from typing import Final, Generic, TypeAlias, TypeVar
 import trio
 
 from rue_trio._groups import single_failure
+from rue_trio.exceptions import InvalidAddressError
 from rue_trio.http import Dispatch, HTTPConnection, HTTPLimits, Router
 
-__all__ = ["BackgroundService", "Server", "format_address", "open_listeners", "parse_address"]
+__all__ = [
+    "BackgroundService",
+    "Server",
+    "check_host",
+    "format_address",
+    "open_listeners",
+    "parse_address",
+]
 
 _log = logging.getLogger("rue_trio.server")
 
@@ -89,21 +97,49 @@ def parse_address(address: str) -> tuple[str | None, int]:
         ``(host, port)``, with ``host`` ``None`` for every interface.
 
     Raises:
-        ValueError: the address is not ``host:port`` with a port from 0 to 65535.
+        InvalidAddressError: the address is not a string, or not ``host:port`` with a
+            port from 0 to 65535.
     """
+    if not isinstance(address, str):
+        hint = f" such as ':{address}'" if isinstance(address, int) else " such as ':8080'"
+        raise InvalidAddressError(
+            f"the address must be a 'host:port' string{hint}, not {address!r}"
+        )
+    if "://" in address:
+        rest = address.partition("://")[2]
+        raise InvalidAddressError(
+            f"{address!r}: a listen address has no scheme; write {rest.rstrip('/')!r}"
+        )
     host, sep, port_text = address.rpartition(":")
     if not sep or not port_text.isdigit():
-        raise ValueError(f"{address!r} is not a 'host:port' address such as ':8080'")
+        raise InvalidAddressError(f"{address!r} is not a 'host:port' address such as ':8080'")
     port = int(port_text)
     if port > 65535:
-        raise ValueError(f"{address!r}: the port must be from 0 to 65535")
+        raise InvalidAddressError(f"{address!r}: the port must be from 0 to 65535")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
         if not host:
-            raise ValueError(f"{address!r}: empty IPv6 address")
+            raise InvalidAddressError(f"{address!r}: empty IPv6 address")
     elif ":" in host:
-        raise ValueError(f"{address!r}: write an IPv6 host in brackets, as '[::1]:8080'")
+        raise InvalidAddressError(f"{address!r}: write an IPv6 host in brackets, as '[::1]:8080'")
+    check_host(host)
     return host or None, port
+
+
+def check_host(host: str | None) -> None:
+    """Refuse a host that cannot name an interface (a URL, a path, a wrong type).
+
+    Raises:
+        InvalidAddressError: ``host`` is not a string (or ``None``), or holds ``/``.
+    """
+    if host is None:
+        return
+    if not isinstance(host, str):
+        raise InvalidAddressError(f"the host must be a string such as '127.0.0.1', not {host!r}")
+    if "/" in host:
+        raise InvalidAddressError(
+            f"{host!r} is not a host name or IP address (write it without scheme or path)"
+        )
 
 
 def format_address(host: str, port: int) -> str:
@@ -365,7 +401,7 @@ class Server(Generic[H]):
             failure = single_failure(group)
             if failure is None:
                 raise
-            raise failure from None
+            raise failure from failure.__cause__
 
     async def _shut_down(
         self,

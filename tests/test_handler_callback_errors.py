@@ -44,7 +44,9 @@ def callback_failures(caplog: pytest.LogCaptureFixture, name: str) -> list[loggi
     return [
         record
         for record in caplog.records
-        if record.getMessage() == f"websocket callback {name!r} failed"
+        # "websocket <id>: callback 'name' failed", with the id as conn_id too.
+        if record.getMessage()
+        == f"websocket {getattr(record, 'conn_id', '?')}: callback {name!r} failed"
     ]
 
 

@@ -37,17 +37,19 @@ translated here into :class:`BackplaneError` (with the original as ``__cause__``
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import anyio
 import coredis
 import coredis.exceptions
 import trio
 
-from rue_trio.exceptions import BackplaneError
+from rue_trio.exceptions import BackplaneError, InvalidURIError
 from rue_trio.hub import (
     BackplaneSink,
     BackplaneStatistics,
@@ -57,6 +59,8 @@ from rue_trio.hub import (
 )
 
 __all__ = ["RedisBackplane"]
+
+_log = logging.getLogger("rue_trio.backplane")
 
 # Errors that mean "the link to Redis is broken (or was never made)".
 _LINK_ERRORS: Final = (
@@ -75,6 +79,31 @@ def _link_error(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(_link_error(inner) for inner in exc.exceptions)
     return isinstance(exc, _LINK_ERRORS)
+
+
+def _check_url(url: str) -> str:
+    """Check that ``url`` names a Redis server; return it with its password hidden."""
+    if not isinstance(url, str):
+        raise InvalidURIError("the Redis URL must be a string such as 'redis://host:6379/0'")
+    parts = urlsplit(url)
+    shown = url
+    if parts.password is not None:
+        shown = url.replace(f":{parts.password}@", ":***@", 1)
+    fix = "write redis://host:6379/0, rediss://host:6380/0 or unix:///path/redis.sock"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise InvalidURIError(f"{shown!r} is not a Redis URL: {fix}")
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise InvalidURIError(f"{shown!r}: the port is not a number: {fix}") from None
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise InvalidURIError(f"{shown!r} has no socket path: {fix}")
+    elif not parts.hostname:
+        raise InvalidURIError(f"{shown!r} has no host: {fix}")
+    elif parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise InvalidURIError(f"{shown!r}: the database must be a number, as /0: {fix}")
+    return shown
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -105,6 +134,8 @@ class RedisBackplane:
         connect_timeout: seconds to wait for a TCP connection to Redis.
 
     Raises:
+        InvalidURIError: ``url`` is not a ``redis://``, ``rediss://`` or ``unix://`` URL
+            with a host (or path), a numeric port and a numeric database.
         ValueError: a bound or a duration is not positive, or the heartbeat is not
             shorter than the TTL.
     """
@@ -131,6 +162,8 @@ class RedisBackplane:
         if heartbeat_interval >= presence_ttl:
             raise ValueError("heartbeat_interval must be shorter than presence_ttl")
         self._url = url
+        # The URL as messages and logs show it: without its password.
+        self._shown_url = _check_url(url)
         self._namespace = namespace
         self._connect_attempts = connect_attempts
         self._reconnect_min = reconnect_min
@@ -345,13 +378,13 @@ class RedisBackplane:
                 # then fails on the closed connection; the cancellation is what counts.
                 raise cancelled from None
             if _link_error(group):
-                raise BackplaneError(f"Redis at {self._url} failed: {_leaf(group)}") from _leaf(
-                    group
-                )
+                raise BackplaneError(
+                    f"Redis at {self._shown_url} failed: {_leaf(group)}"
+                ) from _leaf(group)
             raise
         except Exception as exc:
             if _link_error(exc):
-                raise BackplaneError(f"Redis at {self._url} failed: {exc}") from exc
+                raise BackplaneError(f"Redis at {self._shown_url} failed: {exc}") from exc
             raise
 
     def _client(self, role: str) -> coredis.Redis[bytes]:
@@ -374,7 +407,7 @@ class RedisBackplane:
                     raise
                 if attempt == self._connect_attempts:
                     raise BackplaneError(
-                        f"cannot reach Redis at {self._url} "
+                        f"cannot reach Redis at {self._shown_url} "
                         f"({attempt} attempt{'s' if attempt > 1 else ''}): {_leaf(exc)}"
                     ) from _leaf(exc)
             await trio.sleep(delay)
@@ -404,6 +437,7 @@ class RedisBackplane:
                             task_status.started()
                         else:
                             self._reconnects += 1
+                            _log.warning("link to Redis at %s restored", self._shown_url)
                         delay = self._reconnect_min
                         self._changed.set()
                         nursery.start_soon(self._follow_rooms, pubsub)
@@ -413,6 +447,9 @@ class RedisBackplane:
             except Exception as exc:
                 if not _link_error(exc):
                     raise
+                _log.warning(
+                    "link to Redis at %s lost (%s): retrying in %.2fs", self._shown_url, exc, delay
+                )
             self._disconnected()
             await trio.sleep(delay)
             delay = min(delay * 2, self._reconnect_max)
@@ -573,7 +610,9 @@ class RedisBackplane:
         except Exception as exc:
             if not _link_error(exc):
                 raise
-            raise BackplaneError(f"Redis at {self._url} failed: {_leaf(exc)}") from _leaf(exc)
+            raise BackplaneError(f"Redis at {self._shown_url} failed: {_leaf(exc)}") from _leaf(
+                exc
+            )
 
 
 def _text(value: object) -> str:

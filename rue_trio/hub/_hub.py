@@ -63,6 +63,7 @@ discarded, and later commands raise :class:`trio.BrokenResourceError` (``unregis
 from __future__ import annotations
 
 import enum
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
@@ -87,6 +88,8 @@ from ._users import UserEvent, _Users
 __all__ = ["Hub"]
 
 _SendNowait = Callable[[bytes], object]
+
+_log = logging.getLogger("rue_trio.hub")
 
 _SLOW_CODE: Final = 1008
 _SLOW_REASON: Final = "slow consumer: outbound queue full"
@@ -275,9 +278,10 @@ class Hub:
         policy: what to do with a member whose outbound queue is full: ``"close"``
             evicts it with close code 1008; ``"drop"`` drops that frame for it.
         inbox_size: how many commands may wait for the actor before publishers wait.
-        backplane: joins this hub to the hubs of other processes (see
-            :mod:`rue_trio.hub._backplane` and ``docs/topics/cluster.md``); ``None``
-            (the default) keeps it to this process.
+        backplane: joins this hub to the hubs of other processes (a
+            :class:`~rue_trio.hub.Backplane`, such as
+            :class:`~rue_trio.backplane.redis.RedisBackplane`); ``None`` (the default)
+            keeps it to this process.
         remote_buffer: how many broadcasts from other nodes may wait for the actor;
             past that the backplane drops them and counts them.
         on_presence: called by the hub's task with each :class:`PresenceEvent`, right
@@ -609,6 +613,12 @@ class Hub:
             self._remove(entry)
             if slow:
                 self._evicted += 1
+                _log.warning(
+                    "member %s too slow: closed with %d",
+                    member_id,
+                    _SLOW_CODE,
+                    extra={"conn_id": member_id},
+                )
                 entry.member.close_nowait(_SLOW_CODE, _SLOW_REASON)
 
     def _lookup(self, member: Member | None) -> _Entry | None:
@@ -918,7 +928,7 @@ class Hub:
         Returns once the hub has processed it. Joining a room twice does nothing. With a
         backplane, it also waits until this node follows the room's channel, so that
         broadcasts published anywhere after it returns reach the member (unless the link
-        to the broker is down: see ``docs/topics/cluster.md``).
+        to the broker is down: see the clustering topic of the documentation).
 
         In a room with history, joining from a position ``since`` first hands the member
         the messages it missed (after the framing's answer, if the hub has a
