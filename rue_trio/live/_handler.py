@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import trio
 
+from rue_trio.auth import Authenticate
 from rue_trio.handlers import OnClose, OnConnect, OnError, WebSocketHandler
 from rue_trio.hub import (
     Backplane,
@@ -110,8 +111,11 @@ class LiveHandler:
         user_directory: shares presence with other processes (such as
             :class:`rue_trio.backplane.RedisUsers`): ``presence`` then lists the users
             of every node.
-        on_connect: called once a connection is open, before any op: set
-            ``conn.user`` and ``conn.meta`` here (presence lists users by them).
+        authenticate: who may connect, and as whom (see :mod:`rue_trio.auth`): the
+            :class:`~rue_trio.Identity` it returns sets ``conn.user`` and ``conn.meta``,
+            by which presence lists users.
+        on_connect: called once a connection is open, before any op; without
+            ``authenticate``, set ``conn.user`` and ``conn.meta`` here.
         on_subscribe: decides who may subscribe to which room; also asked before
             answering ``history`` and ``presence``. Everyone may, without it.
         on_publish: decides who may publish in which room, and may transform the data
@@ -139,6 +143,7 @@ class LiveHandler:
         backplane: Backplane | None = None,
         history_stream: HistoryStream | None = None,
         user_directory: UserDirectory | None = None,
+        authenticate: Authenticate | None = None,
         on_connect: OnConnect | None = None,
         on_subscribe: OnSubscribe | None = None,
         on_publish: OnPublish | None = None,
@@ -174,6 +179,7 @@ class LiveHandler:
         # Each open connection's rooms, by connection id.
         self._subscriptions: dict[str, set[str]] = {}
         self._handler = WebSocketHandler(
+            authenticate=authenticate,
             on_connect=self._connect,
             on_message=self._message,
             on_close=self._close,

@@ -279,3 +279,22 @@ async def test_live_hook_exception_closes_only_that_connection_with_1011() -> No
 def test_live_handler_refuses_bad_bounds() -> None:
     with pytest.raises(ValueError, match="max_rooms"):
         LiveHandler(max_rooms=0)
+
+
+async def test_live_authenticate_sets_the_user_presence_lists() -> None:
+    from rue_trio import Identity, Refusal
+
+    def authenticate(c: Context) -> Identity | Refusal:
+        token = c.query("token")
+        if token is None:
+            return Refusal(401, "a token, please")
+        return Identity(user=token.upper(), meta={"token": token})
+
+    async with _serve(on_connect=None, authenticate=authenticate) as (_, client):
+        async with client.websocket("/live?token=ada") as conn:
+            await _ask(conn, op="subscribe", room="r")
+            await _send(conn, op="presence", room="r")
+            assert (await _until(conn, "presence"))["users"] == {"ADA": [{"token": "ada"}]}
+        with pytest.raises(rue_trio.InvalidStatusError):
+            async with client.websocket("/live"):
+                pass
