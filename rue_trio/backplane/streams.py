@@ -3,7 +3,7 @@
 Give a hub ``history_stream=RedisStreams(url, namespace=...)`` together with
 ``history=HistoryConfig(...)``: every broadcast to a room with history is numbered by
 Redis, stored in a stream, and published to every node following the room, the sender's
-included; a member can then recover on any node (see :mod:`rue_trio.hub._streams`).
+included; a member can then recover on any node (see :class:`rue_trio.hub.HistoryStream`).
 Rooms without history are not touched: they stay on the pub/sub backplane, if any.
 
 Theory of operation

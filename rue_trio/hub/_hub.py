@@ -297,10 +297,10 @@ class Hub:
         on_user: called by the hub's task with each :class:`UserEvent` (a user's first
             member joined a room, or their last left it); as ``on_presence``.
         history_stream: shares room history with the hubs of other processes (see
-            :mod:`rue_trio.hub._streams`, e.g. ``RedisStreams``): offsets then come from
+            :class:`HistoryStream`, e.g. ``RedisStreams``): offsets then come from
             the broker, the same on every node. Rooms without history are unaffected.
         user_directory: shares who is in which room with the hubs of other processes
-            (see :mod:`rue_trio.hub._directory`, e.g. ``RedisUsers``), so that
+            (see :class:`UserDirectory`, e.g. ``RedisUsers``), so that
             :meth:`presence` answers for the whole cluster and the framing's user
             notices say when a user arrives in or leaves the cluster's room (the
             ``on_user`` callback still hears this hub's own members).

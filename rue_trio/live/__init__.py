@@ -2,7 +2,7 @@
 
 :class:`LiveHandler` serves it on a route of an app; :func:`open_live` is a client that
 reconnects and resumes by itself. The protocol is described in
-``docs/reference/live.md``.
+the documentation's reference, "The live protocol".
 """
 
 from ._client import LiveClient, LiveError, LiveEvent, LiveMessage, open_live

@@ -55,7 +55,7 @@ class LiveError(RueTrioError):
     """The server answered a request with an ``error`` op.
 
     Attributes:
-        code: the error code (``docs/reference/live.md``).
+        code: the error code (400, 403, 404, 409, 429: see the live protocol's page).
         reason: the server's reason.
     """
 

@@ -91,7 +91,7 @@ class Refused(Exception):
 
 
 class LiveHandler:
-    """Serve the live protocol (``docs/reference/live.md``) on a route.
+    """Serve the live protocol (see its reference page) on a route.
 
     ::
 

@@ -3,7 +3,7 @@
 Every message is one JSON object in one text frame, with an ``op``. Payloads (``data``)
 are kept as the JSON text the publisher sent, re-serialised once, so the hub stores and
 delivers them without parsing them again: a ``message`` frame is assembled around that
-text. See ``docs/reference/live.md`` for the protocol itself.
+text. The protocol itself is described in the reference, "The live protocol".
 """
 
 from __future__ import annotations
