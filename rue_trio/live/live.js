@@ -32,7 +32,9 @@
       this.closed = false;
       this.connects = 0;
       this._online = () => this._connectNow();
-      this._offline = () => { if (this.socket) this.socket.close(4000, "offline"); };
+      // Offline: give the socket up at once, without waiting for a closing handshake that
+      // may never complete; the "online" event brings us back.
+      this._offline = () => { if (this.socket) this._lost(this.socket, true); };
       global.addEventListener("online", this._online);
       global.addEventListener("offline", this._offline);
       this._connect();
@@ -140,16 +142,22 @@
         for (const fn of waiting) fn();
       };
       socket.onmessage = (event) => this._dispatch(JSON.parse(event.data));
-      socket.onclose = () => {
-        this.socket = null;
-        for (const p of this.pending.values()) p.reject(new Error("connection lost"));
-        this.pending.clear();
-        if (this.closed) return;
-        this.onStatus("offline");
-        const delay = Math.min(this.backoffMax, this.backoffMin * Math.pow(2, this.failures));
-        this.failures += 1;
-        this.timer = setTimeout(() => this._connect(), delay / 2 + Math.random() * delay / 2);
-      };
+      socket.onclose = () => this._lost(socket, false);
+    }
+
+    _lost(socket, abandon) {
+      if (socket !== this.socket) return; // an old socket's late news
+      socket.onopen = socket.onmessage = socket.onclose = null;
+      if (abandon) socket.close(4000, "offline");
+      this.socket = null;
+      for (const p of this.pending.values()) p.reject(new Error("connection lost"));
+      this.pending.clear();
+      if (this.closed) return;
+      this.onStatus("offline");
+      const delay = Math.min(this.backoffMax, this.backoffMin * Math.pow(2, this.failures));
+      this.failures += 1;
+      clearTimeout(this.timer);
+      this.timer = setTimeout(() => this._connect(), delay / 2 + Math.random() * delay / 2);
     }
 
     _deliver(message, replayed) {
