@@ -32,6 +32,7 @@ import time
 import uuid
 from typing import Any
 
+import _checkout  # noqa: F401 (first: this checkout's rue_trio)
 import trio
 from hub_bench import DequeMember
 
