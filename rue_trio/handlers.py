@@ -107,7 +107,9 @@ class WebSocketHandler:
             connection that ended abnormally (its ``__cause__`` says why). Without it,
             such errors are logged.
         hub: a :class:`~rue_trio.hub.Hub`; each connection is registered on connect and
-            removed from it, and from all its rooms, when it ends.
+            removed from it, and from all its rooms, when it ends. The hub must be
+            running (``app.add_background(hub.run)``): otherwise each connection is
+            closed at once with 1011 and an error naming the fix is logged.
         subprotocols: the subprotocols this endpoint speaks, in order of preference.
         compression: permessage-deflate: ``True`` (:data:`SERVER_DEFLATE`), ``False``,
             or a :class:`~rue_trio.protocol.DeflateConfig`.
@@ -252,6 +254,18 @@ class WebSocketHandler:
                     "-" if address is None else format_address(*address),
                     extra={"conn_id": conn.id},
                 )
+                if self.hub is not None and not self.hub.running:
+                    # Registering would wait in the inbox of a hub that never runs.
+                    logger.error(
+                        "websocket %s: the Hub of this WebSocketHandler is not running: "
+                        "start it with app.add_background(hub.run) or run hub.run in your "
+                        "nursery",
+                        conn.id,
+                        extra={"conn_id": conn.id},
+                    )
+                    with trio.CancelScope(shield=True):
+                        await conn.close(1011, "hub not running")
+                    return
                 try:
                     if self.hub is not None:
                         # A register cancelled while waiting for the hub may still land:

@@ -60,7 +60,7 @@ from rue_trio.hub import (
 
 __all__ = ["RedisBackplane"]
 
-_log = logging.getLogger("rue_trio.backplane")
+logger = logging.getLogger("rue_trio.backplane")
 
 # Errors that mean "the link to Redis is broken (or was never made)".
 _LINK_ERRORS: Final = (
@@ -196,7 +196,14 @@ class RedisBackplane:
         self._dropped_inbound = 0
         self._dropped_outbound = 0
         self._lost = 0
+        self._rejected = 0
         self._reconnects = 0
+        # The link's state for the log: where (host and port, never credentials), since
+        # when it is down, and how many publications were lost before it went down.
+        parts = urlsplit(url)
+        self._where = f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
+        self._down_since: float | None = None
+        self._lost_before_outage = 0
 
     # ------------------------------------------------------------------ the port
 
@@ -327,6 +334,7 @@ class RedisBackplane:
             dropped_outbound=self._dropped_outbound,
             lost=self._lost,
             reconnects=self._reconnects,
+            rejected=self._rejected,
             subscriptions=len(self._active),
         )
 
@@ -437,7 +445,7 @@ class RedisBackplane:
                             task_status.started()
                         else:
                             self._reconnects += 1
-                            _log.warning("link to Redis at %s restored", self._shown_url)
+                            self._link_up()
                         delay = self._reconnect_min
                         self._changed.set()
                         nursery.start_soon(self._follow_rooms, pubsub)
@@ -447,20 +455,38 @@ class RedisBackplane:
             except Exception as exc:
                 if not _link_error(exc):
                     raise
-                _log.warning(
-                    "link to Redis at %s lost (%s): retrying in %.2fs", self._shown_url, exc, delay
-                )
-            self._disconnected()
+                self._disconnected(exc)
             await trio.sleep(delay)
             delay = min(delay * 2, self._reconnect_max)
 
-    def _disconnected(self) -> None:
+    def _disconnected(self, exc: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._lost_before_outage = self._lost
+            logger.warning(
+                "Redis link to %s lost (%s): reconnecting; broadcasts do not reach "
+                "other nodes until it is back",
+                self._where,
+                str(_leaf(exc)),  # a str: a record must not keep the traceback alive
+            )
         self._connected = False
         self._active = set()
         self._rewrite = True
         # Wake the waiters of synced(): the link is down, there is nothing to wait for.
         self._settled.set()
         self._settled = trio.Event()
+
+    def _link_up(self) -> None:
+        if self._down_since is None:
+            return
+        outage = time.monotonic() - self._down_since
+        self._down_since = None
+        logger.info(
+            "Redis link to %s restored after %.1f s; %d publications lost meanwhile",
+            self._where,
+            outage,
+            self._lost - self._lost_before_outage,
+        )
 
     async def _follow_rooms(self, pubsub: Any) -> None:
         while True:
@@ -504,7 +530,6 @@ class RedisBackplane:
 
     async def _publisher(self, client: coredis.Redis[bytes]) -> None:
         receive = self._out_receive
-        everyone = self._everyone_channel
         async for first in receive:
             batch = [first]
             while len(batch) < 512:
@@ -515,18 +540,48 @@ class RedisBackplane:
             if not self._connected:
                 self._lost += len(batch)
                 continue
+            packed = self._pack(batch)
+            if not packed:
+                continue
             try:
                 async with client.pipeline(transaction=False) as pipe:
-                    for envelope in batch:
-                        room = envelope.room
-                        channel = everyone if room is None else self._room_channel(room)
-                        pipe.publish(channel, pack_envelope(envelope))
+                    for channel, data in packed:
+                        pipe.publish(channel, data)
             except Exception as exc:
-                if not _link_error(exc):
-                    raise
-                self._lost += len(batch)
+                # Never let the publisher die: what Redis refused is lost, and said so.
+                self._lost += len(packed)
+                if _link_error(exc):
+                    logger.warning(
+                        "publishing to Redis at %s failed (%s): %d broadcasts lost",
+                        self._where,
+                        str(_leaf(exc)),
+                        len(packed),
+                    )
+                else:
+                    logger.error(
+                        "publishing to Redis at %s failed: %d broadcasts lost",
+                        self._where,
+                        len(packed),
+                        exc_info=exc,
+                    )
             else:
-                self._published += len(batch)
+                self._published += len(packed)
+
+    def _pack(self, batch: list[Envelope]) -> list[tuple[bytes, bytes]]:
+        # The hub bounds room names, but an envelope that cannot be packed (a room or
+        # member id over 65,535 bytes) must cost only itself: dropped, logged, counted.
+        everyone = self._everyone_channel
+        packed = []
+        for envelope in batch:
+            room = envelope.room
+            try:
+                data = pack_envelope(envelope)
+            except ValueError as exc:
+                self._rejected += 1
+                logger.error("a broadcast cannot cross the backplane, dropped: %s", exc)
+                continue
+            packed.append((everyone if room is None else self._room_channel(room), data))
+        return packed
 
     def _key(self, node_hex: str, room: str | None) -> str:
         base = f"{self._namespace}:p:{node_hex}"
