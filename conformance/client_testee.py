@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("url", help="the fuzzing server, e.g. ws://127.0.0.1:9001")
     parser.add_argument("--agent", default="rue_trio", help="the client's name in reports")
     parser.add_argument(
-        "--case-timeout", type=float, default=60.0, help="seconds each case may take"
+        "--case-timeout", type=float, default=180.0, help="seconds each case may take"
     )
     args = parser.parse_args()
     try:

@@ -30,7 +30,8 @@ reports=${CONFORMANCE_REPORTS:-$here/reports}
 role_timeout=${CONFORMANCE_TIMEOUT:-3600}
 virtualenv_pin="virtualenv==20.15.1"
 
-# Background processes this script started; stopped on every way out.
+# Processes this script started; stopped on every way out. Even the ones it waits for
+# run in the background, so that a signal reaches the traps below at once.
 pids=()
 cleanup() {
     local pid
@@ -128,12 +129,16 @@ print(json.dumps(spec, indent=2))
 EOF
 }
 
-# Print how long a phase took and its log's tail when it failed.
+# Print how long a phase took, and the tails of its logs when it failed.
 finish_phase() {
-    local status=$1 started=$2 log=$3
-    echo "   done in $((SECONDS - started)) s (exit status $status; log: $log)"
+    local status=$1 started=$2 log
+    shift 2
+    echo "   done in $((SECONDS - started)) s (exit status $status; logs: $*)"
     if [ "$status" -ne 0 ]; then
-        tail -n 20 "$log" >&2
+        for log in "$@"; do
+            echo "   -- the end of $log" >&2
+            tail -n 20 "$log" >&2 || true
+        done
     fi
 }
 
@@ -145,13 +150,17 @@ run_server_role() {
     (cd "$root" && PYTHONPATH=$root exec "$python" conformance/echo_server.py "$out/port") \
         >"$out/echo_server.log" 2>&1 &
     pids+=($!)
-    port=$(wait_port "$out/port" "${pids[-1]}" "the echo server")
-    write_spec fuzzingclient "$out" "ws://127.0.0.1:$port/ws" >"$out/fuzzingclient.json"
-    (cd "$out" && timeout --kill-after=10 "$role_timeout" \
-        "$venv/bin/wstest" -m fuzzingclient -s fuzzingclient.json) >"$out/wstest.log" 2>&1 ||
-        status=$?
+    if port=$(wait_port "$out/port" "${pids[-1]}" "the echo server"); then
+        write_spec fuzzingclient "$out" "ws://127.0.0.1:$port/ws" >"$out/fuzzingclient.json"
+        (cd "$out" && exec timeout --kill-after=10 "$role_timeout" \
+            "$venv/bin/wstest" -m fuzzingclient -s fuzzingclient.json) >"$out/wstest.log" 2>&1 &
+        pids+=($!)
+        wait "$!" || status=$?
+    else
+        status=1
+    fi
     cleanup
-    finish_phase "$status" "$started" "$out/wstest.log"
+    finish_phase "$status" "$started" "$out/wstest.log" "$out/echo_server.log"
 }
 
 run_client_role() {
@@ -163,12 +172,17 @@ run_client_role() {
     (cd "$out" && exec "$venv/bin/python" "$here/wstest_loopback.py" "$out/port" \
         -m fuzzingserver -s fuzzingserver.json -u 0) >"$out/wstest.log" 2>&1 &
     pids+=($!)
-    port=$(wait_port "$out/port" "${pids[-1]}" "the fuzzing server")
-    (cd "$root" && PYTHONPATH=$root timeout --kill-after=10 "$role_timeout" \
-        "$python" conformance/client_testee.py "ws://127.0.0.1:$port") \
-        >"$out/client_testee.log" 2>&1 || status=$?
+    if port=$(wait_port "$out/port" "${pids[-1]}" "the fuzzing server"); then
+        (cd "$root" && PYTHONPATH=$root exec timeout --kill-after=10 "$role_timeout" \
+            "$python" conformance/client_testee.py "ws://127.0.0.1:$port") \
+            >"$out/client_testee.log" 2>&1 &
+        pids+=($!)
+        wait "$!" || status=$?
+    else
+        status=1
+    fi
     cleanup
-    finish_phase "$status" "$started" "$out/client_testee.log"
+    finish_phase "$status" "$started" "$out/client_testee.log" "$out/wstest.log"
 }
 
 ensure_venv
