@@ -186,6 +186,8 @@ run_client_role() {
 }
 
 ensure_venv
+mkdir -p "$reports"
+reports=$(cd "$reports" && pwd)
 started=$SECONDS
 summarised=()
 if [ "$role" != client ]; then
