@@ -3,8 +3,8 @@
 Run it from the repository root with the project's virtualenv (nothing to install beyond the
 ``bench`` extra and psutil; the servers are started and stopped by the driver)::
 
-    python bench/driver.py --quick                       # smoke run, all servers, ~1 minute
-    python bench/driver.py                               # full run, ~6-8 minutes on 2 cores
+    python bench/driver.py --quick                       # smoke run, all servers
+    python bench/driver.py                               # full run: long
     python bench/driver.py --servers plain-trio,rue_trio --scenarios a,b,g --json out.json
     python bench/driver.py --scenarios h --members 10000 --sub-procs 2
 
@@ -72,20 +72,23 @@ Methodology
   ``Sec-WebSocket-Accept`` checked) and RFC 6455 frames itself with asyncio protocols.
   Client frames are masked with a random key; fixed payloads are masked once, ahead of time,
   to keep the driver's CPU low. Server frames are parsed minimally (lengths, opcodes,
-  fragments; pings answered; close echoed) and each echo's length is checked. With
+  fragments; pings answered; close echoed) and each echo is compared, byte for byte,
+  with the payload sent (a wrong or corrupted echo fails the scenario). With
   compression the subscribers offer ``permessage-deflate; client_max_window_bits`` (gzn adds
   ``server_no_context_takeover``) and inflate with ``zlib.decompressobj(-15)``, the context
   kept per connection unless the server answered ``server_no_context_takeover``, after
   appending ``00 00 ff ff`` (RFC 7692 section 7.2.2). The publisher sends uncompressed frames.
 * Broadcast latency: each message carries ``time.monotonic_ns()`` taken by the publisher
   (the system-wide CLOCK_MONOTONIC, comparable across processes on Linux); a subscriber
-  subtracts it from its clock when it reads the chunk holding the message. Latencies are
-  merged from per-process histograms of 2 % wide buckets. Subscribers are spread over
-  ``--sub-procs`` driver processes (2 by default) so that one asyncio process does not parse
-  every delivery alone; with 1,000 subscribers on a 2-core machine they still compete with
-  the server (see "driver CPU"): read deliveries/s and latencies as upper bounds of what the
-  server alone would take, and compare CPU per delivery. deliveries/s is the deliveries
-  divided by the time from each burst's write to its last delivery.
+  subtracts it from its clock when it reads the chunk holding the message. Every sample is
+  kept (one per delivery, int64 nanoseconds, sent to the parent in base64) and the
+  percentiles are nearest-rank over all of them, so p99 never exceeds max. Subscribers
+  are spread over ``--sub-procs`` driver processes (2 by default) so that one asyncio
+  process does not parse every delivery alone; with 1,000 subscribers on a 2-core
+  machine they still compete with the server (see "driver CPU"): read deliveries/s and
+  latencies as upper bounds of what the server alone would take, and compare CPU per
+  delivery. deliveries/s is the deliveries divided by the time from each burst's write to
+  its last delivery.
 * Before measuring a broadcast the driver sends sync messages until every subscriber has
   received the last one, so every subscriber is registered in the server's broadcast set;
   then every delivery of every burst is counted (a missing one fails the scenario).
@@ -656,12 +659,16 @@ class Meter:
 
 
 async def echo_phase(
-    clients: Sequence[Client], frame: bytes, count: int, inflight: int, size: int
+    clients: Sequence[Client], frame: bytes, count: int, inflight: int, payload: bytes
 ) -> None:
-    """Each client completes ``count`` echoes of ``frame``, ``inflight`` of them outstanding."""
+    """Each client completes ``count`` echoes of ``frame``, ``inflight`` of them outstanding.
+
+    ``frame`` is ``payload`` encoded; every echo must be ``payload`` again, byte for byte.
+    """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     pending = [len(clients)]
+    size = len(payload)
 
     def fail(exc: BaseException) -> None:
         if not done.done():
@@ -672,9 +679,9 @@ async def echo_phase(
 
         def on_data(c: Client, msgs: Messages, state: list[int] = state) -> None:
             k = len(msgs)
-            for _, payload in msgs:
-                if len(payload) != size:
-                    fail(ValueError(f"echo of {len(payload)} bytes, expected {size}"))
+            for _, echoed in msgs:
+                if echoed != payload:
+                    fail(ValueError(f"echo of {len(echoed)} bytes differs from the {size} sent"))
                     return
             state[1] -= k
             if state[0] > 0:
@@ -718,10 +725,10 @@ async def scenario_echo(
     frame = frames[0]
     # Warm-up (not measured): code paths, buffers, allocator.
     warm = max(5, count // 10)
-    await asyncio.wait_for(echo_phase(clients, frame, warm, inflight, size), limit)
+    await asyncio.wait_for(echo_phase(clients, frame, warm, inflight, payload), limit)
     meter = Meter(server)
     meter.start()
-    await asyncio.wait_for(echo_phase(clients, frame, count, inflight, size), limit)
+    await asyncio.wait_for(echo_phase(clients, frame, count, inflight, payload), limit)
     meter.stop(result, count * conns)
     for client in clients:
         client.transport.close()
@@ -784,7 +791,7 @@ async def scenario_open_close(
 async def warm_baseline(server: ServerProc, kind: str) -> int:
     """Serve one connection (one echo, then close) and return the settled RSS."""
     client = await connect(kind, server.port, "/ws", None)
-    await asyncio.wait_for(echo_phase([client], client.encode(b"x" * 64), 3, 1, 64), 10)
+    await asyncio.wait_for(echo_phase([client], client.encode(b"x" * 64), 3, 1, b"x" * 64), 10)
     client.begin_close()
     with contextlib.suppress(Exception):
         await asyncio.wait_for(asyncio.shield(client.lost), 2)
@@ -813,29 +820,28 @@ async def scenario_idle(
 # ---------------------------------------------------------------------------------------
 # g, gz, h: broadcast. Subscribers live in `--subscriber-worker` processes of this script.
 
-HIST_STEP = 50.0  # log-buckets: exp(1/50) = 2 % wide
+
+def pack_samples(latencies_ns: array.array[int]) -> str:
+    """The raw latency samples, for the JSON line to the parent: int64s, in base64."""
+    return base64.b64encode(latencies_ns.tobytes()).decode()
 
 
-def histogram(latencies_ns: array.array[int]) -> dict[str, int]:
-    hist: dict[str, int] = {}
-    log = math.log
-    for lat in latencies_ns:
-        key = str(int(log(max(lat, 1000) / 1000.0) * HIST_STEP))
-        hist[key] = hist.get(key, 0) + 1
-    return hist
+def unpack_samples(packed: str) -> array.array[int]:
+    samples = array.array("q")
+    samples.frombytes(base64.b64decode(packed))
+    return samples
 
 
-def quantile_ms(hist: dict[int, int], q: float) -> float:
-    total = sum(hist.values())
-    if not total:
+def quantile_ms(sorted_ns: Sequence[int], q: float) -> float:
+    """The ``q`` quantile of sorted samples, by nearest rank: always one of the samples.
+
+    So p50 <= p99 <= max holds by construction (a histogram's bucket midpoints can put
+    p99 above the largest sample).
+    """
+    if not sorted_ns:
         return float("nan")
-    want = q * total
-    seen = 0
-    for key in sorted(hist):
-        seen += hist[key]
-        if seen >= want:
-            return math.exp((key + 0.5) / HIST_STEP) / 1000.0
-    return math.exp((max(hist) + 0.5) / HIST_STEP) / 1000.0
+    rank = max(1, math.ceil(q * len(sorted_ns)))
+    return sorted_ns[rank - 1] / 1e6
 
 
 async def subscriber_worker(args: argparse.Namespace) -> None:
@@ -908,8 +914,7 @@ async def subscriber_worker(args: argparse.Namespace) -> None:
                 {
                     "total": state["total"],
                     "last_ns": state["last_ns"],
-                    "max_ns": max(lat, default=0),
-                    "hist": histogram(lat),
+                    "samples": pack_samples(lat),
                     "cpu": time.process_time() - cpu0,
                     "lost": state["lost"],
                 }
@@ -1038,10 +1043,9 @@ async def sync(pub: Publisher, subs: Subscribers, members: int, limit: float) ->
     raise TimeoutError("subscribers never all received the sync message")
 
 
-def merge(replies: list[dict[str, Any]], into: dict[int, int]) -> None:
+def merge(replies: list[dict[str, Any]], into: array.array[int]) -> None:
     for reply in replies:
-        for key, count in reply["hist"].items():
-            into[int(key)] = into.get(int(key), 0) + count
+        into.extend(unpack_samples(reply["samples"]))
 
 
 async def scenario_broadcast(
@@ -1066,10 +1070,9 @@ async def scenario_broadcast(
         pub = Publisher(await connect(kind, server.port, "/bcast", None))
         n_subs, burst = ready["ready"], cfg["g_burst"]
         await sync(pub, subs, n_subs, limit)
-        hist: dict[int, int] = {}
+        samples = array.array("q")
         busy = 0.0
         subs_cpu = 0.0
-        max_ns = 0
         meter = Meter(server)
         meter.start()
         for i in range(cfg["g_bursts"]):
@@ -1079,18 +1082,20 @@ async def scenario_broadcast(
             if got < n_subs * burst * (i + 1):
                 raise RuntimeError(f"only {got} of {n_subs * burst * (i + 1)} deliveries")
             busy += (max(r["last_ns"] for r in replies) - t_send) / 1e9
-            merge(replies, hist)
-            max_ns = max(max_ns, *(r["max_ns"] for r in replies))
+            merge(replies, samples)
             subs_cpu = sum(r["cpu"] for r in replies)
         deliveries = n_subs * burst * cfg["g_bursts"]
         meter.stop(result, deliveries)
         result.wall = busy
         # The subscribers' processes do nearly all of the driver's work here.
         result.driver_cpu += subs_cpu
+        ordered = sorted(samples)
+        if len(ordered) < deliveries:
+            raise RuntimeError(f"{len(ordered)} latency samples for {deliveries} deliveries")
         result.extra.update(
-            p50_ms=quantile_ms(hist, 0.50),
-            p99_ms=quantile_ms(hist, 0.99),
-            max_ms=max_ns / 1e6,
+            p50_ms=quantile_ms(ordered, 0.50),
+            p99_ms=quantile_ms(ordered, 0.99),
+            max_ms=ordered[-1] / 1e6,
             subs_cpu=subs_cpu,
             subscribers=n_subs,
         )

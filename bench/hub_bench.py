@@ -53,13 +53,18 @@ class DequeMember:
 
 
 class ChannelMember:
-    __slots__ = ("_hub_encode_key", "_hub_offer", "id", "receive")
+    __slots__ = ("_hub_encode_key", "id", "queued", "receive", "send")
 
     def __init__(self, id: str, limit: int) -> None:
         self.id = id
         self._hub_encode_key: Hashable | None = PLAIN
-        send, self.receive = trio.open_memory_channel[bytes](limit)
-        self._hub_offer = send.send_nowait
+        self.send, self.receive = trio.open_memory_channel[bytes](limit)
+        self.queued = 0
+
+    def _hub_offer(self, frame: bytes) -> int:
+        self.send.send_nowait(frame)
+        self.queued += len(frame)
+        return self.queued
 
     def _hub_encode(self, type: MessageType, data: str | bytes) -> bytes:
         return encode_message(type, data)

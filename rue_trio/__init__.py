@@ -4,15 +4,18 @@ The public names are re-exported here; everything else is private.
 """
 
 from .app import App, Context, default
+from .auth import Authenticate, Identity, Refusal
 from .client import open_websocket, open_websocket_stream
 from .exceptions import (
     BackplaneError,
+    BindError,
     CloseFrame,
     ConnectError,
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
     HandshakeError,
+    InvalidAddressError,
     InvalidPayloadError,
     InvalidStatusError,
     InvalidURIError,
@@ -20,6 +23,7 @@ from .exceptions import (
     NegotiationError,
     ProtocolError,
     RueTrioError,
+    StartupError,
 )
 from .handlers import WebSocketHandler
 from .http import Request
@@ -36,8 +40,10 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "App",
+    "Authenticate",
     "BackplaneError",
     "BinaryMessage",
+    "BindError",
     "CloseFrame",
     "ConnectError",
     "ConnectionConfig",
@@ -50,6 +56,8 @@ __all__ = [
     "HandshakeError",
     "Hub",
     "HubStatistics",
+    "Identity",
+    "InvalidAddressError",
     "InvalidPayloadError",
     "InvalidStatusError",
     "InvalidURIError",
@@ -60,8 +68,10 @@ __all__ = [
     "PresenceEvent",
     "PresenceKind",
     "ProtocolError",
+    "Refusal",
     "Request",
     "RueTrioError",
+    "StartupError",
     "TextMessage",
     "WebSocketConn",
     "WebSocketHandler",

@@ -26,7 +26,8 @@ import trio
 
 from rue_trio import App, Hub
 from rue_trio._demo import make_app
-from rue_trio.exceptions import BackplaneError
+from rue_trio._groups import single_failure
+from rue_trio.exceptions import RueTrioError
 from rue_trio.server import format_address
 
 __all__ = ["main"]
@@ -81,8 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             by default).
 
     Returns:
-        The exit status: 0 after a clean shutdown, 1 if Redis cannot be reached, 2 for
-        a bad option.
+        The exit status: 0 after a clean shutdown, 1 when the server cannot start (the
+        address is in use or not this machine's, a bad host, a bad or unreachable
+        Redis; one line on stderr says why), 2 for a bad option.
     """
     parser = _parser()
     args = parser.parse_args(argv)
@@ -92,30 +94,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--workers must be at least 1, not {args.workers}")
     if args.workers > 1 and args.redis is None:
         parser.error("--workers needs --redis: without it each process has rooms of its own")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # coredis logs each retry at INFO; the backplane says what matters in its own words.
+    logging.getLogger("coredis").setLevel(logging.WARNING)
+    try:
+        _run(parser, args)
+    except RueTrioError as error:
+        # A start-up failure (the address, Redis): one line that says what to fix.
+        print(f"python -m rue_trio: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     hub = None
     if args.redis is not None:
         try:
             from rue_trio.backplane.redis import RedisBackplane
         except ImportError:
-            parser.error('--redis needs the redis extra: pip install "rue_trio[redis]"')
+            parser.error("--redis needs the redis extra: pip install -e '.[redis]' in a checkout")
         hub = Hub(backplane=RedisBackplane(args.redis, namespace=_NAMESPACE))
     app = make_app(hub)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    status = 0
+    if args.workers > 1:
+        # Each worker runs this same command line again and serves the shared port.
+        app.run(format_address(args.host, args.port), workers=args.workers)
+        return
     try:
-        if args.workers > 1:
-            # Each worker runs this same command line again and serves the shared port.
-            app.run(format_address(args.host, args.port), workers=args.workers)
-        else:
-            trio.run(partial(_serve, app, args.host, args.port))
-    except* BackplaneError as group:
-        for error in group.exceptions:
-            cause = f" ({error.__cause__})" if error.__cause__ is not None else ""
-            print(f"python -m rue_trio: error: {error}{cause}", file=sys.stderr)
-        status = 1
-    return status
+        trio.run(partial(_serve, app, args.host, args.port))
+    except BaseExceptionGroup as group:
+        failure = single_failure(group)
+        if failure is None:
+            raise
+        raise failure from failure.__cause__
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ runs its own background services, so each has its own hub; give the hub a backpl
 (:class:`rue_trio.backplane.RedisBackplane`) to join them.
 
 The parent forwards SIGINT or SIGTERM to every worker (each then shuts down gracefully,
-as a single-process ``app.run`` does; a second signal during that drain is ignored) and
-waits for them, up to ``grace`` seconds, then kills what is left. If a worker exits on
+as a single-process ``app.run`` does; a worker ignores a second signal, as it gets each
+Ctrl-C twice, from the terminal and forwarded) and waits for them, up to ``grace``
+seconds, then kills what is left. A second signal to the parent during that wait kills
+the workers at once and exits with status 128 + the signal's number. If a worker exits on
 its own, the parent stops the others and reports it. Each worker's standard input is a
 pipe from the parent that the parent never writes to: when it reads end-of-file the parent
 is gone (even killed with SIGKILL), and the worker shuts down as if signalled, so no
@@ -27,13 +29,21 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Final
+from collections.abc import AsyncIterator
+from typing import Final, NoReturn
 
 import trio
 
-__all__ = ["WORKER_ENV", "exit_with_parent", "reserve_port", "supervise_workers", "worker_port"]
+__all__ = [
+    "WORKER_ENV",
+    "exit_with_parent",
+    "force_exit",
+    "reserve_port",
+    "supervise_workers",
+    "worker_port",
+]
 
-_log = logging.getLogger("rue_trio")
+_log = logging.getLogger("rue_trio.server")
 
 WORKER_ENV: Final = "RUE_TRIO_WORKER"
 """Set to ``"<index>:<port>"`` in the environment of each worker process."""
@@ -106,12 +116,18 @@ async def supervise_workers(host: str | None, port: int, workers: int, *, grace:
                     for index, process in enumerate(processes):
                         nursery.start_soon(_watch, index, process, failed, nursery.cancel_scope)
                     async for signum in signals:
-                        _log.info("received %s: stopping the workers", signal.Signals(signum).name)
+                        _log.info(
+                            "received %s: stopping the workers (send it again to exit at once)",
+                            signal.Signals(signum).name,
+                        )
                         break
                     nursery.cancel_scope.cancel()
             finally:
                 with trio.CancelScope(shield=True):
-                    await _stop(processes, grace)
+                    async with trio.open_nursery() as stopping:
+                        stopping.start_soon(_kill_on_signal, signals, processes)
+                        await _stop(processes, grace)
+                        stopping.cancel_scope.cancel()
     if failed:
         index, code = failed[0]
         raise RuntimeError(f"worker {index} exited on its own with status {code}")
@@ -138,6 +154,31 @@ async def _stop(processes: list[trio.Process], grace: float) -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def _kill_on_signal(signals: AsyncIterator[int], processes: list[trio.Process]) -> None:
+    """While the workers drain: a signal kills them, then this process exits."""
+    async for signum in signals:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+        force_exit(signum)
+
+
+def force_exit(signum: int) -> NoReturn:
+    """Exit now, with status 128 + ``signum``, as a second Ctrl-C or SIGTERM asks.
+
+    Nothing more is awaited: a drain may be stuck on tasks that outside cancellation
+    cannot reach (an ``on_close`` shielded for its cleanup), and the one who sent the
+    signal twice wants the process gone. The kernel closes the sockets; the log is
+    flushed first.
+
+    Args:
+        signum: the signal received.
+    """
+    _log.warning("received %s again: exiting now", signal.Signals(signum).name)
+    logging.shutdown()
+    os._exit(128 + signum)
 
 
 async def exit_with_parent(scope: trio.CancelScope) -> None:

@@ -30,22 +30,28 @@ gracefully on Ctrl-C or SIGTERM; :meth:`App.serve` runs inside your nursery;
 from __future__ import annotations
 
 import builtins
+import contextlib
+import errno
 import json
 import logging
 import mimetypes
 import os
 import signal
+import socket
 import ssl
 import stat
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Final, Protocol, TypeAlias, TypeVar, overload
+from typing import Any, Final, Generic, Protocol, TypeAlias, TypeVar, overload
 
 import trio
 
-from rue_trio._workers import exit_with_parent, supervise_workers, worker_port
+from rue_trio._groups import single_failure
+from rue_trio._proxies import client_address, parse_proxies
+from rue_trio._workers import exit_with_parent, force_exit, supervise_workers, worker_port
+from rue_trio.exceptions import BindError, InvalidAddressError
 from rue_trio.http import (
     ALL_METHODS,
     READ_SIZE,
@@ -61,6 +67,7 @@ from rue_trio.http import (
 from rue_trio.server import (
     BackgroundService,
     Server,
+    check_host,
     format_address,
     open_listeners,
     parse_address,
@@ -78,7 +85,8 @@ __all__ = [
     "request_logger",
 ]
 
-_log = logging.getLogger("rue_trio")
+_server_log = logging.getLogger("rue_trio.server")
+_http_log = logging.getLogger("rue_trio.http")
 
 #: A route function: ``fn(c)``, async or plain (a plain one may return an awaitable).
 RouteFunction: TypeAlias = Callable[["Context"], Awaitable[None] | None]
@@ -90,6 +98,7 @@ Next: TypeAlias = Callable[[], Awaitable[None]]
 Middleware: TypeAlias = Callable[["Context", Next], Awaitable[None]]
 
 R = TypeVar("R", bound=RouteFunction)
+S = TypeVar("S")
 
 _TEXT: Final = (b"content-type", b"text/plain; charset=utf-8")
 _JSON: Final = (b"content-type", b"application/json; charset=utf-8")
@@ -104,7 +113,16 @@ class Context:
         app: the app serving it.
     """
 
-    __slots__ = ("_conn", "_lookup", "_on_upgrade", "_values", "app", "request")
+    __slots__ = (
+        "_client",
+        "_client_known",
+        "_conn",
+        "_lookup",
+        "_on_upgrade",
+        "_values",
+        "app",
+        "request",
+    )
 
     def __init__(
         self, app: App, conn: HTTPConnection, request: Request, lookup: Lookup[RouteFunction]
@@ -115,6 +133,8 @@ class Context:
         self._lookup = lookup
         self._values: dict[str, object] | None = None
         self._on_upgrade: list[Callable[[], None]] | None = None
+        self._client: tuple[str, int] | None = None
+        self._client_known = False
 
     def param(self, name: str) -> str:
         """The path parameter ``name`` (``c.param("room")`` for ``/ws/:room``).
@@ -139,8 +159,20 @@ class Context:
 
     @property
     def remote_address(self) -> tuple[str, int] | None:
-        """The client's ``(host, port)``, or ``None`` when unknown."""
-        return self.request.remote_address
+        """The client's ``(host, port)``, or ``None`` when unknown.
+
+        Behind a reverse proxy listed in the app's ``trusted_proxies``, this is the
+        client the proxy names in ``Forwarded`` or ``X-Forwarded-For`` (port 0 when the
+        proxy gives none); ``request.remote_address`` stays the proxy's.
+        """
+        proxies = self.app._proxies
+        if not proxies:
+            return self.request.remote_address
+        if not self._client_known:
+            request = self.request
+            self._client = client_address(request.remote_address, request.headers, proxies)
+            self._client_known = True
+        return self._client
 
     @property
     def body(self) -> builtins.bytes:
@@ -270,7 +302,9 @@ class Context:
         """Write a complete ``101 Switching Protocols`` response and take the stream.
 
         After this, the HTTP layer never reads or writes the stream; it is closed when
-        the route function returns.
+        the route function returns. :attr:`request` becomes its light copy
+        (:meth:`~rue_trio.http.Request.light`: no body, at most
+        ``limits.upgraded_field_bytes`` of header fields).
 
         Args:
             response: the raw response (from ``rue_trio.protocol.accept_response``).
@@ -288,6 +322,8 @@ class Context:
         if self._on_upgrade is not None:
             for callback in self._on_upgrade:
                 callback()
+        # From now on the request lives as long as the new protocol: keep it light.
+        self.request = self.request.light(self.app.limits.upgraded_field_bytes)
         return result
 
 
@@ -418,6 +454,15 @@ class App:
         shutdown_timeout: seconds requests in progress get to finish when the server
             shuts down, before they are cancelled.
         server_header: the ``Server`` response header, or ``None`` to send none.
+        trusted_proxies: the reverse proxies whose ``Forwarded`` and
+            ``X-Forwarded-For`` headers are believed: IP addresses, networks such as
+            ``"10.0.0.0/8"``, and ``"unix"`` for a proxy connecting over a Unix socket.
+            Requests from them report the client they name as ``c.remote_address``
+            (and ``conn.remote_address``). Empty by default: the headers are ignored.
+
+    Raises:
+        ValueError: an entry of ``trusted_proxies`` is not an address, a network or
+            ``"unix"``.
     """
 
     def __init__(
@@ -426,6 +471,7 @@ class App:
         limits: HTTPLimits | None = None,
         shutdown_timeout: float = 10.0,
         server_header: str | None = "rue_trio",
+        trusted_proxies: Iterable[str] = (),
     ) -> None:
         self.limits = limits if limits is not None else HTTPLimits()
         self.shutdown_timeout = shutdown_timeout
@@ -433,6 +479,7 @@ class App:
         self._router: Router[RouteFunction] = Router()
         self._middleware: list[Middleware] = []
         self._background: list[BackgroundService] = []
+        self._proxies = parse_proxies(trusted_proxies)
 
     # Routes -------------------------------------------------------------------------
 
@@ -585,6 +632,9 @@ class App:
         self, conn: HTTPConnection, request: Request, lookup: Lookup[RouteFunction]
     ) -> None:
         c = Context(self, conn, request, lookup)
+        # The context owns the request: after an upgrade it swaps in a light copy, and
+        # this frame (alive as long as the WebSocket) must not keep the full one.
+        del request
         if self._middleware:
             await _Chain(self._middleware, c)()
         else:
@@ -631,7 +681,10 @@ class App:
             task_status: receives the list of bound ``(host, port)``.
 
         Raises:
-            OSError: the address cannot be bound.
+            InvalidAddressError: ``host`` is not a host name or address, or ``port`` not
+                an int from 0 to 65535.
+            BindError: the address cannot be listened on (in use, not this machine's,
+                an unknown host); the ``OSError`` is its ``__cause__``.
             ValueError: ``max_connections`` is less than 1.
 
         Cancellation: the way to stop serving. Listeners close first, requests in
@@ -639,8 +692,57 @@ class App:
         1001, background services stop last; then the cancellation propagates.
         """
         server = self._server(ssl_context=ssl_context, max_connections=max_connections)
-        listeners = await open_listeners(host, port, backlog=backlog, reuse_port=reuse_port)
+        check_host(host)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise InvalidAddressError(f"the port must be an int from 0 to 65535, not {port!r}")
+        try:
+            listeners = await open_listeners(host, port, backlog=backlog, reuse_port=reuse_port)
+        except OSError as exc:
+            raise _bind_error(_bind_failure(host, port, exc), exc.errno) from exc
         await server.serve_listeners(listeners, task_status=task_status)
+
+    async def serve_unix(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        mode: int | None = None,
+        max_connections: int | None = None,
+        backlog: int | None = None,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve HTTP (and WebSocket upgrades) on a Unix domain socket until cancelled.
+
+        For a reverse proxy on the same machine (nginx's
+        ``proxy_pass http://unix:/run/chat/app.sock``): no port to allocate or to
+        firewall, file permissions decide who may connect. List ``"unix"`` in the app's
+        ``trusted_proxies`` so that ``c.remote_address`` is the client the proxy names.
+
+        A stale socket file left by a server that died is replaced; a socket on which
+        a server still answers is not. The file is removed when serving stops.
+
+        Args:
+            path: the socket's file name.
+            mode: the file's permissions (such as ``0o660``: the proxy's group may
+                connect); by default as the umask leaves them.
+            max_connections: the most connections served at once (more wait).
+            backlog: the listen queue length.
+            task_status: receives ``path`` (as a string) once the server listens.
+
+        Raises:
+            BindError: the path is in use by a live server, or cannot be created.
+
+        Cancellation: as :meth:`serve`.
+        """
+        server = self._server(max_connections=max_connections)
+        name = os.fspath(path)
+        listener = await _unix_listener(name, mode, backlog)
+        try:
+            await server.serve_listeners(
+                [listener], task_status=_Reporting(task_status, lambda _: name)
+            )
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
 
     async def serve_stream(
         self, stream: trio.abc.Stream, remote_address: tuple[str, int] | None = None
@@ -664,11 +766,19 @@ class App:
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int | None = None,
         workers: int = 1,
+        configure_logging: bool = True,
     ) -> None:
         """Serve until Ctrl-C or SIGTERM, then shut down gracefully (Go's ``r.Run``).
 
-        This starts Trio (``trio.run``) and blocks. If logging is not configured, the
-        ``rue_trio`` logger gets a stderr handler at INFO level, so request logs show.
+        This starts Trio (``trio.run``) and blocks. If the application configured no
+        logging (the root logger has no handler), records at INFO and above from every
+        logger, the application's own included, go to stderr
+        (``logging.basicConfig(level=logging.INFO)``): the lines an ``on_connect`` logs
+        show, as with Rue's ``Default``. Configure logging before calling ``run``, or pass
+        ``configure_logging=False``, to decide otherwise. After a graceful shutdown
+        ``run`` returns (a script then exits with status 0); a second Ctrl-C or SIGTERM
+        during the shutdown exits the process at once, with status 128 + the signal's
+        number, without waiting for the connections.
 
         With ``workers=N`` (N > 1) this process starts N worker processes by running its
         own command line again (``python app.py`` or ``python -m pkg.app``), each serving
@@ -679,27 +789,50 @@ class App:
 
         Args:
             address: ``":8080"`` (every interface), ``"127.0.0.1:8080"``,
-                ``"[::1]:8080"``...
+                ``"[::1]:8080"``..., or ``"unix:/run/chat/app.sock"`` for a Unix socket
+                (see :meth:`serve_unix`; one process, no TLS).
             ssl_context: serve HTTPS/WSS with this server-side context.
             max_connections: the most connections served at once.
             workers: how many processes serve the port (see above).
+            configure_logging: whether to set up logging as above when the application
+                did not.
 
         Raises:
-            ValueError: the address cannot be parsed, or ``workers`` is below 1.
-            OSError: the address cannot be bound.
+            InvalidAddressError: the address is malformed or not a string.
+            BindError: the address cannot be listened on; see :meth:`serve`.
+            BackplaneError: a background hub's backplane (Redis) cannot be reached.
+            ValueError: ``workers`` is below 1.
             RuntimeError: a worker exited on its own (the others were stopped).
+
+        A single failure is raised as itself, never inside an ``ExceptionGroup``.
         """
-        host, port = parse_address(address)
+        unix_path: str | None = None
+        if isinstance(address, str) and address.startswith("unix:"):
+            unix_path = address.removeprefix("unix:")
+            if workers > 1 or ssl_context is not None:
+                raise ValueError("a Unix socket is served by one process, without TLS")
+            host, port = None, 0
+        else:
+            host, port = parse_address(address)
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers!r}")
-        _configure_logging()
+        if configure_logging:
+            _configure_logging()
         shared_port = worker_port()
         if shared_port is None and workers > 1:
-            trio.run(
-                partial(supervise_workers, host, port, workers, grace=self.shutdown_timeout + 5)
-            )
+            try:
+                _run_ungrouped(
+                    partial(
+                        supervise_workers, host, port, workers, grace=self.shutdown_timeout + 5
+                    )
+                )
+            except OSError as exc:
+                # The parent reserves the port before starting the workers.
+                if not isinstance(exc, socket.gaierror) and exc.errno not in _BIND_ERRNOS:
+                    raise
+                raise _bind_error(_bind_failure(host, port, exc), exc.errno) from exc
             return
-        trio.run(
+        _run_ungrouped(
             partial(
                 self._run_until_signal,
                 host,
@@ -707,6 +840,7 @@ class App:
                 ssl_context=ssl_context,
                 max_connections=max_connections,
                 worker=shared_port is not None,
+                unix_path=unix_path,
             )
         )
 
@@ -718,6 +852,7 @@ class App:
         ssl_context: ssl.SSLContext | None,
         max_connections: int | None,
         worker: bool = False,
+        unix_path: str | None = None,
     ) -> None:
         if worker:
             # A worker may get the signal twice (from the terminal's process group and
@@ -727,62 +862,181 @@ class App:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
-                addresses = await nursery.start(
-                    partial(
-                        self.serve,
-                        host,
-                        port,
-                        ssl_context=ssl_context,
-                        max_connections=max_connections,
-                        reuse_port=worker,
-                    )
-                )
-                if worker:
-                    nursery.start_soon(exit_with_parent, nursery.cancel_scope)
+                # The first signal cancels only the serving scope: the watcher lives on
+                # through the drain, to act on a second one.
+                serving = trio.CancelScope()
+                nursery.start_soon(_watch_signals, signals, serving, worker)
                 scheme = "https" if ssl_context is not None else "http"
-                for bound_host, bound_port in addresses:
-                    _log.info(
-                        "listening on %s://%s", scheme, format_address(bound_host, bound_port)
-                    )
-                async for signum in signals:
-                    _log.info("received %s: shutting down gracefully", signal.Signals(signum).name)
+
+                async def serve(*, task_status: trio.TaskStatus[list[str]]) -> None:
+                    with serving:
+                        if unix_path is not None:
+                            await self.serve_unix(
+                                unix_path,
+                                max_connections=max_connections,
+                                task_status=_Reporting(task_status, lambda path: [f"unix:{path}"]),
+                            )
+                        else:
+                            await self.serve(
+                                host,
+                                port,
+                                ssl_context=ssl_context,
+                                max_connections=max_connections,
+                                reuse_port=worker,
+                                task_status=_Reporting(
+                                    task_status,
+                                    lambda bound: [
+                                        f"{scheme}://{format_address(*address)}"
+                                        for address in bound
+                                    ],
+                                ),
+                            )
                     nursery.cancel_scope.cancel()
-                    break
+
+                for where in await nursery.start(serve):
+                    _server_log.info("listening on %s", where)
+                if worker:
+                    nursery.start_soon(exit_with_parent, serving)
+
+
+async def _watch_signals(
+    signals: AsyncIterator[int], serving: trio.CancelScope, worker: bool
+) -> None:
+    """The first SIGINT or SIGTERM starts the drain; a second one exits at once.
+
+    A worker leaves the second one to its parent (it gets each Ctrl-C twice: from the
+    terminal and forwarded), which kills the workers when it gets one itself.
+    """
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if not serving.cancel_called:
+            _server_log.info(
+                "received %s: shutting down gracefully%s",
+                name,
+                "" if worker else " (send it again to exit at once)",
+            )
+            serving.cancel()
+        elif not worker:
+            force_exit(signum)
+
+
+class _Reporting(Generic[S]):
+    """A task status that reports ``transform(value)`` for the ``value`` it is given."""
+
+    def __init__(self, status: trio.TaskStatus[S], transform: Callable[[Any], S]) -> None:
+        self._status = status
+        self._transform = transform
+
+    def started(self, value: Any = None) -> None:
+        self._status.started(self._transform(value))
+
+
+async def _unix_listener(path: str, mode: int | None, backlog: int | None) -> trio.SocketListener:
+    """A listening Unix socket at ``path``, replacing a stale socket file."""
+    if stat.S_ISSOCK(_mode_of(path)):
+        probe = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        with probe:
+            try:
+                await probe.connect(path)
+            except OSError:
+                os.unlink(path)  # nobody answers: a socket left by a server that died
+            else:
+                message = f"cannot listen on unix:{path}: a server is answering there"
+                raise _bind_error(message, errno.EADDRINUSE)
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    try:
+        await sock.bind(path)
+        if mode is not None:
+            os.chmod(path, mode)
+        sock.listen(backlog if backlog is not None else 0xFFFF)
+    except OSError as exc:
+        sock.close()
+        message = f"cannot listen on unix:{path}: {exc.strerror or exc}"
+        raise _bind_error(message, exc.errno) from exc
+    return trio.SocketListener(sock)
+
+
+def _mode_of(path: str) -> int:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return 0
+
+
+def _run_ungrouped(main: Callable[[], Awaitable[object]]) -> None:
+    """``trio.run(main)``, raising a single failure as itself rather than in a group."""
+    try:
+        trio.run(main)
+    except BaseExceptionGroup as group:
+        failure = single_failure(group)
+        if failure is None:
+            raise
+        raise failure from failure.__cause__
+
+
+def _bind_error(message: str, code: int | None) -> BindError:
+    error = BindError(message)
+    error.errno = code
+    return error
+
+
+# The errors of bind(2) that _bind_failure explains.
+_BIND_ERRNOS: Final = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
+
+
+def _bind_failure(host: str | None, port: int, exc: OSError) -> str:
+    """One line that says why ``host:port`` cannot be listened on, and what to do."""
+    where = f"cannot listen on {format_address(host, port) if host else f':{port}'}"
+    if isinstance(exc, socket.gaierror):
+        return f"{where}: unknown host {host!r} ({exc.strerror})"
+    if exc.errno == errno.EADDRINUSE:
+        return f"{where}: the address is in use (stop the other server or choose another port)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"{where}: no interface of this machine has that address "
+            "(use 127.0.0.1, or ':PORT' for every interface)"
+        )
+    if exc.errno == errno.EACCES:
+        return f"{where}: permission denied (ports below 1024 need privileges; choose another)"
+    return f"{where}: {exc.strerror or exc}"
+
+
+# The format App.run gives logging when the application configured none.
+_LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _configure_logging() -> None:
-    """Give the ``rue_trio`` logger a stderr handler unless logging is configured."""
-    logger = logging.getLogger("rue_trio")
-    if logging.getLogger().handlers or logger.handlers:
+    """Log INFO and above to stderr, unless the application configured logging.
+
+    Logging counts as configured once the root logger or the ``rue_trio`` logger has a
+    handler (``logging.basicConfig``, ``dictConfig``, a framework's setup).
+    """
+    if logging.getLogger().handlers or logging.getLogger("rue_trio").handlers:
         return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger.addHandler(handler)
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.INFO)
+    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
 
 
 # Middleware -----------------------------------------------------------------------
 
 
 async def request_logger(c: Context, next: Next) -> None:
-    """Log one line per request on the ``rue_trio`` logger, at INFO level.
+    """Log one line per request on the ``rue_trio.http`` logger, at INFO level.
 
     The line has the client, method, path (without the query), status and duration.
     A WebSocket request is logged when it is upgraded (status 101).
     """
-    if not _log.isEnabledFor(logging.INFO):
+    if not _http_log.isEnabledFor(logging.INFO):
         await next()
         return
     start = time.perf_counter()
-    request = c.request
     logged = False
 
     def log() -> None:
         nonlocal logged
         logged = True
+        request = c.request
         address = c.remote_address
-        _log.info(
+        _http_log.info(
             "%s %s %s %s %.2fms",
             format_address(*address) if address is not None else "-",
             request.method,
@@ -811,7 +1065,7 @@ async def recovery(c: Context, next: Next) -> None:
     except Exception:
         if c._conn.client_gone:
             raise
-        _log.exception("error in route %s %s", c.request.method, c.request.path)
+        _http_log.exception("error in route %s %s", c.request.method, c.request.path)
         if c.responded:
             await trio.lowlevel.checkpoint()
         else:
@@ -823,6 +1077,7 @@ def default(
     limits: HTTPLimits | None = None,
     shutdown_timeout: float = 10.0,
     server_header: str | None = "rue_trio",
+    trusted_proxies: Iterable[str] = (),
 ) -> App:
     """An :class:`App` with :func:`request_logger` and :func:`recovery` (Gin's ``Default``).
 
@@ -830,10 +1085,16 @@ def default(
         limits: see :class:`App`.
         shutdown_timeout: see :class:`App`.
         server_header: see :class:`App`.
+        trusted_proxies: see :class:`App`.
 
     Returns:
         The app.
     """
-    app = App(limits=limits, shutdown_timeout=shutdown_timeout, server_header=server_header)
+    app = App(
+        limits=limits,
+        shutdown_timeout=shutdown_timeout,
+        server_header=server_header,
+        trusted_proxies=trusted_proxies,
+    )
     app.use(request_logger, recovery)
     return app

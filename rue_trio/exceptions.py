@@ -12,7 +12,10 @@ The tree::
     ├── HandshakeError                the opening handshake failed (HTTP status hint)
     │   ├── InvalidStatusError        client side: the server answered with something but 101
     │   └── NegotiationError          a subprotocol or extension could not be agreed on
-    ├── InvalidURIError               a ws:// or wss:// URL that cannot be used
+    ├── InvalidURIError               a ws://, wss:// or redis:// URL that cannot be used
+    ├── StartupError                  the server cannot start; the message says what to fix
+    │   ├── InvalidAddressError       a listen address that is malformed or not a string
+    │   └── BindError                 the address cannot be listened on (in use, not ours)
     ├── ConnectError                  client side: the TCP or TLS connection could not be made
     ├── BackplaneError                the hub's backplane (such as Redis) failed or is unreachable
     └── ConnectionClosed              the connection is closed; see code and reason
@@ -37,7 +40,9 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "BindError",
     "HandshakeError",
+    "InvalidAddressError",
     "InvalidPayloadError",
     "InvalidStatusError",
     "InvalidURIError",
@@ -45,6 +50,7 @@ __all__ = [
     "NegotiationError",
     "ProtocolError",
     "RueTrioError",
+    "StartupError",
 ]
 
 
@@ -132,7 +138,26 @@ class NegotiationError(HandshakeError):
 
 
 class InvalidURIError(RueTrioError, ValueError):
-    """A URL that is not a usable ``ws://`` or ``wss://`` URL."""
+    """A URL that cannot be used: a client's non-WebSocket URL, a malformed Redis URL."""
+
+
+class StartupError(RueTrioError):
+    """The server cannot start. The message is one line that says what to fix.
+
+    The underlying error (an ``OSError`` from ``bind``, say) is kept as ``__cause__``.
+    """
+
+
+class InvalidAddressError(StartupError, ValueError):
+    """A listen address that is malformed (``"http://host:80"``) or not a string (``8094``)."""
+
+
+class BindError(StartupError, OSError):
+    """The server cannot listen on the address: in use, not this machine's, unknown host.
+
+    Attributes:
+        errno: the ``errno`` of the ``OSError`` that ``bind`` raised (its ``__cause__``).
+    """
 
 
 class ConnectError(RueTrioError, OSError):

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import trio
 
+from ._tally import TALLY
+from .auth import Authenticate, Identity, Refusal, authenticate_request
 from .exceptions import ConnectionClosed, ConnectionClosedError, HandshakeError
 from .hub import Hub
 from .protocol import (
@@ -34,13 +36,16 @@ from .protocol import (
     PerMessageDeflate,
     Protocol,
     Role,
+    ServerHandshake,
     State,
     server_handshake,
 )
+from .server import format_address
 from .websocket import ConnectionConfig, WebSocketConn, open_websocket_conn
 
 if TYPE_CHECKING:
     from .app import Context
+    from .http import Request
 
 __all__ = [
     "SERVER_DEFLATE",
@@ -51,7 +56,7 @@ __all__ = [
     "WebSocketHandler",
 ]
 
-logger = logging.getLogger("rue_trio")
+logger = logging.getLogger("rue_trio.websocket")
 
 OnConnect: TypeAlias = Callable[[WebSocketConn], Awaitable[None] | None]
 """``on_connect(conn)``: sync or async."""
@@ -102,7 +107,9 @@ class WebSocketHandler:
             connection that ended abnormally (its ``__cause__`` says why). Without it,
             such errors are logged.
         hub: a :class:`~rue_trio.hub.Hub`; each connection is registered on connect and
-            removed from it, and from all its rooms, when it ends.
+            removed from it, and from all its rooms, when it ends. The hub must be
+            running (``app.add_background(hub.run)``): otherwise each connection is
+            closed at once with 1011 and an error naming the fix is logged.
         subprotocols: the subprotocols this endpoint speaks, in order of preference.
         compression: permessage-deflate: ``True`` (:data:`SERVER_DEFLATE`), ``False``,
             or a :class:`~rue_trio.protocol.DeflateConfig`.
@@ -111,6 +118,11 @@ class WebSocketHandler:
         allowed_origins: if given, the ``Origin`` values allowed to connect (protection
             against cross-site WebSocket hijacking); others get 403. A request without
             ``Origin`` (not from a browser) is allowed.
+        authenticate: ``authenticate(c)``, called before the ``101`` once the upgrade is
+            valid and its origin allowed; returns an :class:`~rue_trio.auth.Identity`
+            (the connection opens with its user, meta and app state, the ``101``
+            carries its headers) or a :class:`~rue_trio.auth.Refusal` (the client gets
+            its status and body). See :mod:`rue_trio.auth`.
         config: queue sizes, keepalive and close timeouts.
     """
 
@@ -126,6 +138,7 @@ class WebSocketHandler:
         compression: bool | DeflateConfig = True,
         max_message_size: int | None = 1 << 20,
         allowed_origins: Iterable[str] | None = None,
+        authenticate: Authenticate | None = None,
         config: ConnectionConfig = _DEFAULT_CONFIG,
     ) -> None:
         self.on_connect = on_connect
@@ -139,18 +152,28 @@ class WebSocketHandler:
         self.compression: DeflateConfig | None = compression or None
         self.max_message_size = max_message_size
         self.allowed_origins = None if allowed_origins is None else frozenset(allowed_origins)
+        self.authenticate = authenticate
         self.config = config
 
     async def handle(self, c: Context) -> None:
         """Upgrade the request of ``c``, then run the connection: Rue's ``handler.Handle(c)``.
 
         A request that is not a valid upgrade is answered with its HTTP status (400,
-        403, 405, or 426 for a plain GET, with ``Upgrade: websocket``) and ``handle``
-        returns. During a server's graceful shutdown new upgrades get 503.
+        also for a request with a body, 403, 405, or 426 for a plain GET, with
+        ``Upgrade: websocket``) and ``handle`` returns. During a server's graceful
+        shutdown new upgrades get 503.
 
         Cancellation: cancelling the task closes the connection with 1001 (going away)
         within the close timeout, runs ``on_close``, then lets ``Cancelled`` propagate.
         """
+        try:
+            await self._handle(c)
+        finally:
+            # A 101 is counted when it is sent; a refusal once it is answered.
+            if c.status is not None and c.status != 101:
+                TALLY.handshakes[c.status] += 1
+
+    async def _handle(self, c: Context) -> None:
         request = c.request
         if c.shutting_down:
             await c.respond(503, b"server shutting down\n", headers=[("retry-after", "1")])
@@ -163,14 +186,12 @@ class WebSocketHandler:
                 headers=[("upgrade", "websocket"), ("connection", "Upgrade")],
             )
             return
+        if request.body:
+            # RFC 6455 section 4.1: the opening handshake is a GET without a body.
+            await c.respond(400, b"a WebSocket upgrade request has no body\n")
+            return
         try:
-            handshake = server_handshake(
-                request.method.encode(),
-                request.http_version.encode(),
-                request.headers,
-                subprotocols=self.subprotocols,
-                deflate=self.compression,
-            )
+            handshake = self._handshake(request)
         except HandshakeError as exc:
             await c.respond(exc.status_code, f"{exc}\n".encode(), headers=exc.headers)
             return
@@ -179,14 +200,37 @@ class WebSocketHandler:
         if allowed is not None and origin is not None and origin not in allowed:
             await c.respond(403, b"origin not allowed\n")
             return
-        stream, trailing_data = await c.switch_protocols(handshake.response)
+        identity = None
+        response = handshake.response
+        if self.authenticate is not None:
+            outcome = await authenticate_request(self.authenticate, c)
+            if isinstance(outcome, Refusal):
+                if isinstance(outcome.body, str):
+                    text = (("content-type", "text/plain; charset=utf-8"), *outcome.headers)
+                    await c.respond(outcome.status, outcome.body.encode(), headers=text)
+                else:
+                    await c.respond(outcome.status, outcome.body, headers=outcome.headers)
+                return
+            identity = outcome
+            if identity.headers:
+                extra = [_header_bytes(field) for field in identity.headers]
+                response = self._handshake(request, extra).response
+        subprotocol, deflate_params = handshake.subprotocol, handshake.deflate_params
+        # Read from the full request (its proxy headers), before the light copy replaces it.
+        client = c.remote_address
+        stream, trailing_data = await c.switch_protocols(response)
+        TALLY.handshakes[101] += 1
+        # This frame lives as long as the connection: it keeps neither the handshake
+        # (the offered subprotocols and extensions may fill a head) nor the full
+        # request, only the light copy the context now holds.
+        del handshake, response
+        request = c.request
         deflate = None
-        if handshake.deflate_params is not None:
+        if deflate_params is not None:
             assert self.compression is not None
-            deflate = PerMessageDeflate(
-                handshake.deflate_params, is_server=True, config=self.compression
-            )
+            deflate = PerMessageDeflate(deflate_params, is_server=True, config=self.compression)
         protocol = Protocol(Role.SERVER, max_message_size=self.max_message_size, deflate=deflate)
+        opened: WebSocketConn | None = None
         connected: WebSocketConn | None = None
         try:
             async with open_websocket_conn(
@@ -194,10 +238,34 @@ class WebSocketHandler:
                 protocol,
                 trailing_data=trailing_data,
                 request=request,
-                subprotocol=handshake.subprotocol,
-                remote_address=c.remote_address,
+                subprotocol=subprotocol,
+                remote_address=client,
                 config=self.config,
             ) as conn:
+                if identity is not None:
+                    _apply_identity(conn, identity)
+                opened = conn
+                TALLY.opened(conn)
+                address = conn.remote_address
+                logger.info(
+                    "websocket %s open: %s from %s",
+                    conn.id,
+                    request.path,
+                    "-" if address is None else format_address(*address),
+                    extra={"conn_id": conn.id},
+                )
+                if self.hub is not None and not self.hub.running:
+                    # Registering would wait in the inbox of a hub that never runs.
+                    logger.error(
+                        "websocket %s: the Hub of this WebSocketHandler is not running: "
+                        "start it with app.add_background(hub.run) or run hub.run in your "
+                        "nursery",
+                        conn.id,
+                        extra={"conn_id": conn.id},
+                    )
+                    with trio.CancelScope(shield=True):
+                        await conn.close(1011, "hub not running")
+                    return
                 try:
                     if self.hub is not None:
                         # A register cancelled while waiting for the hub may still land:
@@ -212,10 +280,31 @@ class WebSocketHandler:
                             scope.shield = True
                             await self.hub.unregister(conn)
         finally:
+            if opened is not None:
+                TALLY.closed(opened)
+                logger.info(
+                    "websocket %s closed: %s %s",
+                    opened.id,
+                    opened.close_code,
+                    opened.close_reason or "",
+                    extra={"conn_id": opened.id},
+                )
             if connected is not None and self.on_close is not None:
                 with trio.move_on_after(_CLEANUP_TIMEOUT) as scope:
                     scope.shield = True
                     await self._call_safely(self.on_close, connected)
+
+    def _handshake(
+        self, request: Request, extra_headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> ServerHandshake:
+        return server_handshake(
+            request.method.encode(),
+            request.http_version.encode(),
+            request.headers,
+            subprotocols=self.subprotocols,
+            deflate=self.compression,
+            extra_headers=extra_headers,
+        )
 
     async def _connect(self, conn: WebSocketConn) -> None:
         result = None if self.on_connect is None else self.on_connect(conn)
@@ -272,18 +361,44 @@ class WebSocketHandler:
         if self.on_error is not None:
             await self._call_safely(self.on_error, conn, exc)
         elif not callback_failed:
-            logger.info("websocket %s closed abnormally: %s", conn.id, exc)
+            logger.info(
+                "websocket %s closed abnormally: %s", conn.id, exc, extra={"conn_id": conn.id}
+            )
             await trio.lowlevel.checkpoint()
         else:
-            logger.error("websocket %s: callback failed", conn.id, exc_info=exc)
+            logger.error(
+                "websocket %s: callback failed", conn.id, exc_info=exc, extra={"conn_id": conn.id}
+            )
             await trio.lowlevel.checkpoint()
 
-    async def _call_safely(self, fn: Callable[..., Awaitable[None] | None], *args: object) -> None:
+    async def _call_safely(
+        self, fn: Callable[..., Awaitable[None] | None], conn: WebSocketConn, *args: object
+    ) -> None:
         """Call a callback from an error or cleanup path: its own exception is logged."""
         try:
-            result = fn(*args)
+            result = fn(conn, *args)
             if result is not None:
                 await result
         except Exception:
-            logger.exception("websocket callback %r failed", getattr(fn, "__name__", fn))
+            logger.exception(
+                "websocket %s: callback %r failed",
+                conn.id,
+                getattr(fn, "__name__", fn),
+                extra={"conn_id": conn.id},
+            )
         await trio.lowlevel.checkpoint()
+
+
+def _header_bytes(field: tuple[bytes | str, bytes | str]) -> tuple[bytes, bytes]:
+    name, value = field
+    return (
+        name.encode("ascii") if isinstance(name, str) else name,
+        value.encode("latin-1") if isinstance(value, str) else value,
+    )
+
+
+def _apply_identity(conn: WebSocketConn, identity: Identity) -> None:
+    conn.user = identity.user
+    conn.meta = identity.meta
+    if identity.app_state:
+        conn.app_state.update(identity.app_state)

@@ -28,6 +28,11 @@ accept loops stop at once. Then, shielded, the server drains:
 is full an accept loop keeps the stream it just accepted waiting, and accepts nothing
 more until a connection ends (further clients wait in the kernel's backlog).
 
+When accept(2) fails for want of resources (out of file descriptors: ``EMFILE``,
+``ENFILE``; or of kernel memory), the accept loop waits and retries, doubling the wait
+up to one second and logging one line per five seconds; the connections already open
+are served meanwhile, and the first success resets the wait.
+
 Transport errors are handled here: a client that vanishes, or fails its TLS handshake,
 ends its own connection quietly (a failed handshake is logged in one line); it is
 never an error of the server.
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Generic, TypeAlias, TypeVar
@@ -47,9 +53,17 @@ from typing import Final, Generic, TypeAlias, TypeVar
 import trio
 
 from rue_trio._groups import single_failure
+from rue_trio.exceptions import InvalidAddressError
 from rue_trio.http import Dispatch, HTTPConnection, HTTPLimits, Router
 
-__all__ = ["BackgroundService", "Server", "format_address", "open_listeners", "parse_address"]
+__all__ = [
+    "BackgroundService",
+    "Server",
+    "check_host",
+    "format_address",
+    "open_listeners",
+    "parse_address",
+]
 
 _log = logging.getLogger("rue_trio.server")
 
@@ -60,12 +74,14 @@ H = TypeVar("H")
 #: cancelled (such as ``Hub.run``).
 BackgroundService: TypeAlias = Callable[..., Awaitable[object]]
 
-# Errors from accept(2) that mean the system is overloaded: wait and retry, as
-# trio.serve_listeners does.
+# Errors from accept(2) that mean the system is overloaded: back off and retry. The
+# wait doubles from the first to the cap, and the log says so at most once per interval.
 _ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 )
-_ACCEPT_RETRY_SECONDS: Final = 0.1
+_ACCEPT_BACKOFF_FIRST: Final = 0.05
+_ACCEPT_BACKOFF_MAX: Final = 1.0
+_ACCEPT_LOG_INTERVAL: Final = 5.0
 
 
 def parse_address(address: str) -> tuple[str | None, int]:
@@ -81,21 +97,49 @@ def parse_address(address: str) -> tuple[str | None, int]:
         ``(host, port)``, with ``host`` ``None`` for every interface.
 
     Raises:
-        ValueError: the address is not ``host:port`` with a port from 0 to 65535.
+        InvalidAddressError: the address is not a string, or not ``host:port`` with a
+            port from 0 to 65535.
     """
+    if not isinstance(address, str):
+        hint = f" such as ':{address}'" if isinstance(address, int) else " such as ':8080'"
+        raise InvalidAddressError(
+            f"the address must be a 'host:port' string{hint}, not {address!r}"
+        )
+    if "://" in address:
+        rest = address.partition("://")[2]
+        raise InvalidAddressError(
+            f"{address!r}: a listen address has no scheme; write {rest.rstrip('/')!r}"
+        )
     host, sep, port_text = address.rpartition(":")
     if not sep or not port_text.isdigit():
-        raise ValueError(f"{address!r} is not a 'host:port' address such as ':8080'")
+        raise InvalidAddressError(f"{address!r} is not a 'host:port' address such as ':8080'")
     port = int(port_text)
     if port > 65535:
-        raise ValueError(f"{address!r}: the port must be from 0 to 65535")
+        raise InvalidAddressError(f"{address!r}: the port must be from 0 to 65535")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
         if not host:
-            raise ValueError(f"{address!r}: empty IPv6 address")
+            raise InvalidAddressError(f"{address!r}: empty IPv6 address")
     elif ":" in host:
-        raise ValueError(f"{address!r}: write an IPv6 host in brackets, as '[::1]:8080'")
+        raise InvalidAddressError(f"{address!r}: write an IPv6 host in brackets, as '[::1]:8080'")
+    check_host(host)
     return host or None, port
+
+
+def check_host(host: str | None) -> None:
+    """Refuse a host that cannot name an interface (a URL, a path, a wrong type).
+
+    Raises:
+        InvalidAddressError: ``host`` is not a string (or ``None``), or holds ``/``.
+    """
+    if host is None:
+        return
+    if not isinstance(host, str):
+        raise InvalidAddressError(f"the host must be a string such as '127.0.0.1', not {host!r}")
+    if "/" in host:
+        raise InvalidAddressError(
+            f"{host!r} is not a host name or IP address (write it without scheme or path)"
+        )
 
 
 def format_address(host: str, port: int) -> str:
@@ -163,6 +207,50 @@ def _remote_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
         if isinstance(peer, tuple):
             return str(peer[0]), int(peer[1])
     return None
+
+
+class _AcceptBackoff:
+    """How long an accept loop waits after a capacity error, and when it says so.
+
+    Out of file descriptors (or kernel memory), accept(2) fails at once: retrying in
+    a tight loop would burn the CPU the existing connections need, and logging each
+    failure would flood the log. The wait doubles up to a cap; one line is logged per
+    interval; the first success resets both.
+    """
+
+    __slots__ = ("_delay", "_failures", "_logged_at")
+
+    def __init__(self) -> None:
+        self._delay = 0.0
+        self._failures = 0
+        self._logged_at = -math.inf
+
+    def failed(self, exc: OSError) -> float:
+        """Count one failure; return the seconds to wait before the next accept."""
+        self._failures += 1
+        now = trio.current_time()
+        if now - self._logged_at >= _ACCEPT_LOG_INTERVAL:
+            if self._logged_at == -math.inf:
+                _log.error(
+                    "accept failed (%s): backing off, up to %gs between tries; existing "
+                    "connections are still served (raise the limit with 'ulimit -n', "
+                    "or set max_connections)",
+                    exc,
+                    _ACCEPT_BACKOFF_MAX,
+                )
+            else:
+                _log.error("accept still failing (%s): %d failures so far", exc, self._failures)
+            self._logged_at = now
+        self._delay = min(max(self._delay * 2, _ACCEPT_BACKOFF_FIRST), _ACCEPT_BACKOFF_MAX)
+        return self._delay
+
+    def succeeded(self) -> None:
+        """An accept worked: forget the failures."""
+        if self._failures:
+            _log.info("accepting again after %d failed tries", self._failures)
+            self._delay = 0.0
+            self._failures = 0
+            self._logged_at = -math.inf
 
 
 class _ConnectionSet:
@@ -313,7 +401,7 @@ class Server(Generic[H]):
             failure = single_failure(group)
             if failure is None:
                 raise
-            raise failure from None
+            raise failure from failure.__cause__
 
     async def _shut_down(
         self,
@@ -356,15 +444,16 @@ class Server(Generic[H]):
         conns: _ConnectionSet,
         limiter: trio.Semaphore | None,
     ) -> None:
+        backoff = _AcceptBackoff()
         while True:
             try:
                 stream = await listener.accept()
             except OSError as exc:
                 if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                     raise
-                _log.error("accept failed (%s); retrying in %ss", exc, _ACCEPT_RETRY_SECONDS)
-                await trio.sleep(_ACCEPT_RETRY_SECONDS)
+                await trio.sleep(backoff.failed(exc))
                 continue
+            backoff.succeeded()
             if limiter is not None:
                 try:
                     await limiter.acquire()

@@ -372,7 +372,7 @@ async def test_app_request_logger_logs_one_line(caplog: pytest.LogCaptureFixture
     app = default()
     app.get("/hello", lambda c: c.string(200, "hi"))
     await fetch(app, "GET", "/hello?secret=1")
-    (record,) = [r for r in caplog.records if r.name == "rue_trio"]
+    (record,) = [r for r in caplog.records if r.name == "rue_trio.http"]
     message = record.getMessage()
     assert message.startswith("192.0.2.7:4321 GET /hello 200 ")
     assert message.endswith("ms")

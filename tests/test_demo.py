@@ -40,17 +40,19 @@ async def test_server_room_members_see_joins_chat_and_leaves() -> None:
     demo = ChatDemo()
     async with open_test_app(demo.app) as client:
         async with client.websocket("/ws/lobby?name=ada") as ada:
+            welcome = await next_of(ada, "members")
+            assert (welcome["members"], welcome["you"]) == (["ada"], "ada")
             joined = await next_of(ada, "join")
+            # The notice carries the change (who), never the whole list.
             assert joined == {
                 "type": "join",
                 "content": "ada joined the room",
                 "from": "ada",
                 "room": "lobby",
-                "members": ["ada"],
             }
             async with client.websocket("/ws/lobby?name=bob") as bob:
-                assert (await next_of(ada, "join"))["members"] == ["ada", "bob"]
-                assert (await next_of(bob, "join"))["members"] == ["ada", "bob"]
+                assert (await next_of(ada, "join"))["from"] == "bob"
+                assert (await next_of(bob, "members"))["members"] == ["ada", "bob"]
                 assert demo.names("lobby") == ["ada", "bob"]
                 # "from" is the server's name for the sender, whatever the client claims.
                 await bob.send_json({"type": "chat", "content": " hi! ", "from": "mallory"})
@@ -58,8 +60,12 @@ async def test_server_room_members_see_joins_chat_and_leaves() -> None:
                 assert await next_of(ada, "chat") == expected
                 assert await next_of(bob, "chat") == expected
             left = await next_of(ada, "leave")
-            assert left["content"] == "bob left the room"
-            assert left["members"] == ["ada"]
+            assert left == {
+                "type": "leave",
+                "content": "bob left the room",
+                "from": "bob",
+                "room": "lobby",
+            }
         await trio.testing.wait_all_tasks_blocked()
         assert demo.hub.count() == 0
         assert demo.names("lobby") == []
@@ -72,7 +78,7 @@ async def test_server_rooms_are_isolated() -> None:
         client.websocket("/ws/trio?name=bob") as bob,
     ):
         await next_of(ada, "join")
-        assert (await next_of(bob, "join"))["members"] == ["bob"]
+        assert (await next_of(bob, "members"))["members"] == ["bob"]
         await bob.send_json({"type": "chat", "content": "only trio"})
         await ada.send_json({"type": "chat", "content": "only lobby"})
         assert (await next_of(bob, "chat"))["content"] == "only trio"
@@ -88,7 +94,8 @@ async def test_server_ping_gets_pong_with_the_same_content() -> None:
 @pytest.mark.parametrize(
     ("message", "error"),
     [
-        ("not json", "Expecting value"),
+        ("not json", 'invalid JSON: send an object such as {"type": "chat"'),
+        ("[" * 5000 + "]" * 5000, "invalid JSON"),
         ("[1, 2]", "a message is a JSON object"),
         ('{"type": "chat", "content": 5}', "content must be a string"),
         ('{"type": "shout"}', "unknown message type 'shout'"),
@@ -111,9 +118,7 @@ async def test_server_names_and_contents_are_cleaned() -> None:
         client.websocket(f"/ws/lobby?name={long_name}") as named,
         client.websocket("/ws/lobby?name=%20%20") as anonymous,
     ):
-        members: list[str] = []
-        while len(members) < 2:
-            members = (await next_of(anonymous, "join"))["members"]
+        members = (await next_of(anonymous, "members"))["members"]
         assert "x" * MAX_NAME in members
         assert any(name.startswith("guest-") for name in members)
         await named.send_json({"type": "chat", "content": "   "})
@@ -160,7 +165,7 @@ async def test_server_presence_catches_up_after_falling_behind(
             "members": ["ada"],
         }
         async with client.websocket("/ws/lobby?name=bob"):
-            assert (await next_of(ada, "join"))["members"] == ["ada", "bob"]
+            assert (await next_of(ada, "join"))["from"] == "bob"
 
 
 async def test_server_shutdown_closes_sockets_with_1001() -> None:
@@ -172,3 +177,38 @@ async def test_server_shutdown_closes_sockets_with_1001() -> None:
                 await conn.receive()
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 1001
+
+
+async def test_server_names_are_unique_within_a_room_only() -> None:
+    demo = ChatDemo()
+    async with (
+        open_test_app(demo.app) as client,
+        client.websocket("/ws/lobby?name=ada") as first,
+        client.websocket("/ws/lobby?name=ada") as second,
+        client.websocket(f"/ws/lobby?name={'a' * MAX_NAME}") as long1,
+        client.websocket(f"/ws/lobby?name={'a' * MAX_NAME}") as long2,
+        client.websocket("/ws/trio?name=ada") as elsewhere,
+    ):
+        assert (await next_of(first, "members"))["you"] == "ada"
+        assert (await next_of(second, "members"))["you"] == "ada-2"
+        assert (await next_of(long1, "members"))["you"] == "a" * MAX_NAME
+        assert (await next_of(long2, "members"))["you"] == "a" * (MAX_NAME - 2) + "-2"
+        assert (await next_of(elsewhere, "members"))["you"] == "ada"
+        await second.send_json({"type": "chat", "content": "hi"})
+        assert (await next_of(first, "chat"))["from"] == "ada-2"
+        await first.aclose()
+        assert (await next_of(second, "leave"))["from"] == "ada"
+        await trio.testing.wait_all_tasks_blocked()
+        # The name is free again once its holder has gone.
+        async with client.websocket("/ws/lobby?name=ada") as again:
+            assert (await next_of(again, "members"))["you"] == "ada"
+
+
+async def test_server_favicon_is_served() -> None:
+    async with open_test_app(make_app()) as client:
+        icon = await client.request("GET", "/favicon.ico")
+        page = await client.request("GET", "/")
+    assert icon.status == 200
+    assert icon.header("content-type") == "image/svg+xml"
+    assert icon.body.startswith(b"<svg")
+    assert '<link rel="icon" href="/static/favicon.svg"' in page.text

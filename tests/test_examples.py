@@ -117,5 +117,5 @@ async def test_example_rooms_keep_rooms_apart() -> None:
 
 def test_examples_are_all_tested() -> None:
     """No example escapes its test."""
-    tested = {"basic_usage", "message_types", "json_messages", "hub_broadcast", "rooms"}
+    tested = {"basic_usage", "message_types", "json_messages", "hub_broadcast", "rooms", "auth"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested

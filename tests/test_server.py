@@ -572,15 +572,14 @@ def test_server_configure_logging_only_when_unconfigured(monkeypatch: pytest.Mon
     from rue_trio.app import _configure_logging
 
     root = logging.getLogger()
-    ours = logging.getLogger("rue_trio")
     monkeypatch.setattr(root, "handlers", [])
-    monkeypatch.setattr(ours, "handlers", [])
-    monkeypatch.setattr(ours, "level", logging.NOTSET)
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    monkeypatch.setattr(logging.getLogger("rue_trio"), "handlers", [])
     _configure_logging()
-    assert len(ours.handlers) == 1
-    assert ours.level == logging.INFO
+    assert len(root.handlers) == 1
+    assert root.level == logging.INFO
     _configure_logging()
-    assert len(ours.handlers) == 1
+    assert len(root.handlers) == 1
 
 
 def test_server_run_rejects_bad_address() -> None:

@@ -11,16 +11,21 @@ hub, remembers its name, and joins it to the room. Messages are the seed's
   client cannot speak for someone else);
 - ``ping``: answered on the same connection with a ``pong`` carrying the same content
   (the page sends a timestamp and shows the round trip);
-- anything else, or invalid JSON: answered with an ``error`` message.
+- anything else, or invalid JSON: answered with an ``error`` message of ours.
+
+Names are unique within a room: a name already taken there gets a suffix (``ada-2``).
+A new connection first gets a ``members`` message with the room's member list and
+``you``, its own name as the room knows it.
 
 Presence is not the handlers' business: a background task reads the hub's presence
 stream (:meth:`~rue_trio.hub.Hub.open_presence`) and, for every join and leave, sends
-the room a ``join`` or ``leave`` notice carrying the room's current member list (so the
-count and the list on every page come from the hub's own table, :meth:`Hub.members`).
-Names live in a dict keyed by connection id, written by the handler before it joins and
-dropped by the presence task when the hub reports the connection unregistered, so a
-``leave`` notice can still name who left. If the presence stream ends because the task
-fell a whole buffer behind, it opens a new one and sends each room a ``members`` update.
+the room a ``join`` or ``leave`` notice naming who came or went (``from``); each page
+applies that change to its list, so a join storm costs each member one small notice per
+arrival, not the whole list each time. Names live in a dict keyed by connection id,
+written by the handler before it joins and dropped (and freed for others) by the
+presence task when the hub reports the connection unregistered, so a ``leave`` notice
+can still name who left. If the presence stream ends because the task fell a whole
+buffer behind, it opens a new one and sends each room a ``members`` update.
 """
 
 from __future__ import annotations
@@ -73,6 +78,17 @@ def _dump(obj: Mapping[str, object]) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
+def _parse(data: str | bytes) -> object:
+    """The JSON value in ``data``, or a ValueError that says what the protocol expects."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        # RecursionError: thousands of nested brackets, which json cannot descend.
+        raise ValueError(
+            'invalid JSON: send an object such as {"type": "chat", "content": "hello"}'
+        ) from None
+
+
 def _clean_name(raw: str | None, conn_id: str) -> str:
     name = _SPACES.sub(" ", raw or "").strip()[:MAX_NAME]
     return name or f"guest-{conn_id[-4:]}"
@@ -94,13 +110,23 @@ class ChatDemo:
     def __init__(self, hub: Hub | None = None) -> None:
         self.hub = hub if hub is not None else Hub()
         self._names: dict[str, str] = {}
+        # The room each named connection is in, and the names taken in each room.
+        self._room_of: dict[str, str] = {}
+        self._taken: dict[str, set[str]] = {}
         app = self.app = rue_trio.default()
         app.add_background(self.hub.run)
         app.add_background(self._announce)
         app.get("/", self._index)
+        app.get("/favicon.ico", self._favicon)
         app.get("/health", self._health)
         app.static("/static", STATIC_DIR)
         app.get("/ws/:room", self._websocket)
+        try:
+            from rue_trio.metrics import metrics_endpoint
+        except ImportError:  # without the metrics extra: no /metrics
+            pass
+        else:
+            app.get("/metrics", metrics_endpoint(hubs={"chat": self.hub}))
 
     def names(self, room: str) -> list[str]:
         """Return the names of the members of ``room``, in the order they joined."""
@@ -111,6 +137,9 @@ class ChatDemo:
 
     async def _index(self, c: Context) -> None:
         await c.file(STATIC_DIR / "index.html")
+
+    async def _favicon(self, c: Context) -> None:
+        await c.file(STATIC_DIR / "favicon.svg", content_type="image/svg+xml")
 
     async def _health(self, c: Context) -> None:
         await c.json(200, {"status": "ok", "members": self.hub.count(), "rooms": self.hub.rooms()})
@@ -129,8 +158,17 @@ class ChatDemo:
         hub = self.hub
 
         async def on_connect(conn: WebSocketConn) -> None:
-            self._names[conn.id] = _clean_name(requested_name, conn.id)
+            name = self._claim(room, conn.id, _clean_name(requested_name, conn.id))
             await hub.join(room, conn)
+            welcome = {
+                "type": "members",
+                "content": "",
+                "from": "",
+                "room": room,
+                "members": self.names(room),
+                "you": name,
+            }
+            await conn.send(TextMessage, _dump(welcome))
 
         async def on_message(
             conn: WebSocketConn, msg_type: MessageType, data: str | bytes
@@ -145,6 +183,29 @@ class ChatDemo:
         )
         await handler.handle(c)
 
+    def _claim(self, room: str, conn_id: str, name: str) -> str:
+        """Take ``name`` in ``room`` for ``conn_id``, with a suffix if someone has it."""
+        taken = self._taken.setdefault(room, set())
+        unique = name
+        number = 1
+        while unique in taken:
+            number += 1
+            suffix = f"-{number}"
+            unique = name[: MAX_NAME - len(suffix)] + suffix
+        taken.add(unique)
+        self._names[conn_id] = unique
+        self._room_of[conn_id] = room
+        return unique
+
+    def _release(self, conn_id: str) -> None:
+        name = self._names.pop(conn_id, None)
+        room = self._room_of.pop(conn_id, None)
+        taken = self._taken.get(room or "")
+        if name is not None and room is not None and taken is not None:
+            taken.discard(name)
+            if not taken:
+                del self._taken[room]
+
     # Messages ---------------------------------------------------------------------------
 
     async def _on_message(
@@ -153,7 +214,7 @@ class ChatDemo:
         try:
             if msg_type != TextMessage:
                 raise ValueError("binary messages are not part of this protocol")
-            msg = json.loads(data)
+            msg = _parse(data)
             if not isinstance(msg, dict):
                 raise ValueError("a message is a JSON object")
             kind = msg.get("type")
@@ -206,7 +267,7 @@ class ChatDemo:
         kind = event.kind
         room = event.room
         if kind is PresenceKind.UNREGISTER:
-            self._names.pop(event.member_id, None)
+            self._release(event.member_id)
             await trio.lowlevel.checkpoint()
             return
         if room is None:
@@ -214,19 +275,19 @@ class ChatDemo:
             return
         name = self._names.get(event.member_id, "")
         verb = "joined" if kind is PresenceKind.JOIN else "left"
+        # The change only: each page applies it to the list it got on arrival.
         notice = {
             "type": kind.value,
             "content": f"{name} {verb} the room",
             "from": name,
             "room": room,
-            "members": self.names(room),
         }
         await self.hub.broadcast(TextMessage, _dump(notice), room=room)
 
     async def _resync(self) -> None:
         registered = set(self.hub.members())
         for member in [member for member in self._names if member not in registered]:
-            del self._names[member]
+            self._release(member)
         for room in self.hub.rooms():
             update = {
                 "type": "members",
@@ -246,6 +307,7 @@ def make_app(hub: Hub | None = None) -> App:
         hub: see :class:`ChatDemo`.
 
     Returns:
-        The app: ``GET /`` (the page), ``/static/*``, ``/health`` and ``/ws/:room``.
+        The app: ``GET /`` (the page), ``/static/*``, ``/health``, ``/ws/:room``, and
+        ``/metrics`` when ``prometheus_client`` is installed (the ``metrics`` extra).
     """
     return ChatDemo(hub).app

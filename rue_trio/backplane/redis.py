@@ -37,17 +37,19 @@ translated here into :class:`BackplaneError` (with the original as ``__cause__``
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import anyio
 import coredis
 import coredis.exceptions
 import trio
 
-from rue_trio.exceptions import BackplaneError
+from rue_trio.exceptions import BackplaneError, InvalidURIError
 from rue_trio.hub import (
     BackplaneSink,
     BackplaneStatistics,
@@ -57,6 +59,8 @@ from rue_trio.hub import (
 )
 
 __all__ = ["RedisBackplane"]
+
+logger = logging.getLogger("rue_trio.backplane")
 
 # Errors that mean "the link to Redis is broken (or was never made)".
 _LINK_ERRORS: Final = (
@@ -75,6 +79,31 @@ def _link_error(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(_link_error(inner) for inner in exc.exceptions)
     return isinstance(exc, _LINK_ERRORS)
+
+
+def _check_url(url: str) -> str:
+    """Check that ``url`` names a Redis server; return it with its password hidden."""
+    if not isinstance(url, str):
+        raise InvalidURIError("the Redis URL must be a string such as 'redis://host:6379/0'")
+    parts = urlsplit(url)
+    shown = url
+    if parts.password is not None:
+        shown = url.replace(f":{parts.password}@", ":***@", 1)
+    fix = "write redis://host:6379/0, rediss://host:6380/0 or unix:///path/redis.sock"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise InvalidURIError(f"{shown!r} is not a Redis URL: {fix}")
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise InvalidURIError(f"{shown!r}: the port is not a number: {fix}") from None
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise InvalidURIError(f"{shown!r} has no socket path: {fix}")
+    elif not parts.hostname:
+        raise InvalidURIError(f"{shown!r} has no host: {fix}")
+    elif parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise InvalidURIError(f"{shown!r}: the database must be a number, as /0: {fix}")
+    return shown
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -105,6 +134,8 @@ class RedisBackplane:
         connect_timeout: seconds to wait for a TCP connection to Redis.
 
     Raises:
+        InvalidURIError: ``url`` is not a ``redis://``, ``rediss://`` or ``unix://`` URL
+            with a host (or path), a numeric port and a numeric database.
         ValueError: a bound or a duration is not positive, or the heartbeat is not
             shorter than the TTL.
     """
@@ -131,6 +162,8 @@ class RedisBackplane:
         if heartbeat_interval >= presence_ttl:
             raise ValueError("heartbeat_interval must be shorter than presence_ttl")
         self._url = url
+        # The URL as messages and logs show it: without its password.
+        self._shown_url = _check_url(url)
         self._namespace = namespace
         self._connect_attempts = connect_attempts
         self._reconnect_min = reconnect_min
@@ -163,7 +196,14 @@ class RedisBackplane:
         self._dropped_inbound = 0
         self._dropped_outbound = 0
         self._lost = 0
+        self._rejected = 0
         self._reconnects = 0
+        # The link's state for the log: where (host and port, never credentials), since
+        # when it is down, and how many publications were lost before it went down.
+        parts = urlsplit(url)
+        self._where = f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
+        self._down_since: float | None = None
+        self._lost_before_outage = 0
 
     # ------------------------------------------------------------------ the port
 
@@ -294,6 +334,7 @@ class RedisBackplane:
             dropped_outbound=self._dropped_outbound,
             lost=self._lost,
             reconnects=self._reconnects,
+            rejected=self._rejected,
             subscriptions=len(self._active),
         )
 
@@ -345,13 +386,13 @@ class RedisBackplane:
                 # then fails on the closed connection; the cancellation is what counts.
                 raise cancelled from None
             if _link_error(group):
-                raise BackplaneError(f"Redis at {self._url} failed: {_leaf(group)}") from _leaf(
-                    group
-                )
+                raise BackplaneError(
+                    f"Redis at {self._shown_url} failed: {_leaf(group)}"
+                ) from _leaf(group)
             raise
         except Exception as exc:
             if _link_error(exc):
-                raise BackplaneError(f"Redis at {self._url} failed: {exc}") from exc
+                raise BackplaneError(f"Redis at {self._shown_url} failed: {exc}") from exc
             raise
 
     def _client(self, role: str) -> coredis.Redis[bytes]:
@@ -374,7 +415,7 @@ class RedisBackplane:
                     raise
                 if attempt == self._connect_attempts:
                     raise BackplaneError(
-                        f"cannot reach Redis at {self._url} "
+                        f"cannot reach Redis at {self._shown_url} "
                         f"({attempt} attempt{'s' if attempt > 1 else ''}): {_leaf(exc)}"
                     ) from _leaf(exc)
             await trio.sleep(delay)
@@ -404,6 +445,7 @@ class RedisBackplane:
                             task_status.started()
                         else:
                             self._reconnects += 1
+                            self._link_up()
                         delay = self._reconnect_min
                         self._changed.set()
                         nursery.start_soon(self._follow_rooms, pubsub)
@@ -413,17 +455,38 @@ class RedisBackplane:
             except Exception as exc:
                 if not _link_error(exc):
                     raise
-            self._disconnected()
+                self._disconnected(exc)
             await trio.sleep(delay)
             delay = min(delay * 2, self._reconnect_max)
 
-    def _disconnected(self) -> None:
+    def _disconnected(self, exc: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._lost_before_outage = self._lost
+            logger.warning(
+                "Redis link to %s lost (%s): reconnecting; broadcasts do not reach "
+                "other nodes until it is back",
+                self._where,
+                str(_leaf(exc)),  # a str: a record must not keep the traceback alive
+            )
         self._connected = False
         self._active = set()
         self._rewrite = True
         # Wake the waiters of synced(): the link is down, there is nothing to wait for.
         self._settled.set()
         self._settled = trio.Event()
+
+    def _link_up(self) -> None:
+        if self._down_since is None:
+            return
+        outage = time.monotonic() - self._down_since
+        self._down_since = None
+        logger.info(
+            "Redis link to %s restored after %.1f s; %d publications lost meanwhile",
+            self._where,
+            outage,
+            self._lost - self._lost_before_outage,
+        )
 
     async def _follow_rooms(self, pubsub: Any) -> None:
         while True:
@@ -467,7 +530,6 @@ class RedisBackplane:
 
     async def _publisher(self, client: coredis.Redis[bytes]) -> None:
         receive = self._out_receive
-        everyone = self._everyone_channel
         async for first in receive:
             batch = [first]
             while len(batch) < 512:
@@ -478,18 +540,48 @@ class RedisBackplane:
             if not self._connected:
                 self._lost += len(batch)
                 continue
+            packed = self._pack(batch)
+            if not packed:
+                continue
             try:
                 async with client.pipeline(transaction=False) as pipe:
-                    for envelope in batch:
-                        room = envelope.room
-                        channel = everyone if room is None else self._room_channel(room)
-                        pipe.publish(channel, pack_envelope(envelope))
+                    for channel, data in packed:
+                        pipe.publish(channel, data)
             except Exception as exc:
-                if not _link_error(exc):
-                    raise
-                self._lost += len(batch)
+                # Never let the publisher die: what Redis refused is lost, and said so.
+                self._lost += len(packed)
+                if _link_error(exc):
+                    logger.warning(
+                        "publishing to Redis at %s failed (%s): %d broadcasts lost",
+                        self._where,
+                        str(_leaf(exc)),
+                        len(packed),
+                    )
+                else:
+                    logger.error(
+                        "publishing to Redis at %s failed: %d broadcasts lost",
+                        self._where,
+                        len(packed),
+                        exc_info=exc,
+                    )
             else:
-                self._published += len(batch)
+                self._published += len(packed)
+
+    def _pack(self, batch: list[Envelope]) -> list[tuple[bytes, bytes]]:
+        # The hub bounds room names, but an envelope that cannot be packed (a room or
+        # member id over 65,535 bytes) must cost only itself: dropped, logged, counted.
+        everyone = self._everyone_channel
+        packed = []
+        for envelope in batch:
+            room = envelope.room
+            try:
+                data = pack_envelope(envelope)
+            except ValueError as exc:
+                self._rejected += 1
+                logger.error("a broadcast cannot cross the backplane, dropped: %s", exc)
+                continue
+            packed.append((everyone if room is None else self._room_channel(room), data))
+        return packed
 
     def _key(self, node_hex: str, room: str | None) -> str:
         base = f"{self._namespace}:p:{node_hex}"
@@ -573,7 +665,9 @@ class RedisBackplane:
         except Exception as exc:
             if not _link_error(exc):
                 raise
-            raise BackplaneError(f"Redis at {self._url} failed: {_leaf(exc)}") from _leaf(exc)
+            raise BackplaneError(f"Redis at {self._shown_url} failed: {_leaf(exc)}") from _leaf(
+                exc
+            )
 
 
 def _text(value: object) -> str:

@@ -24,8 +24,21 @@ WebSocket reacts to the cancellation of its task by closing with 1001).
 
 Limits, each answered with its status before the connection closes:
 
-* the request head must fit in ``max_header_size`` bytes (431, RFC 6585 section 5);
-* the body may not exceed ``max_body_size`` bytes (413, RFC 9110 section 15.5.14);
+* the request head must fit in ``max_header_size`` bytes and hold at most
+  ``max_header_count`` fields (431, RFC 6585 section 5), however its bytes arrive (h11
+  alone bounds only a head still incomplete: a whole one in a single read would pass);
+* the body may not exceed ``max_body_size`` bytes (413, RFC 9110 section 15.5.14),
+  checked against ``Content-Length`` or each chunk's announced size before any of it is
+  read; a chunk size beyond 63 bits gets 400;
+* a request with both ``Transfer-Encoding`` and ``Content-Length``, or an HTTP/1.0
+  request with ``Transfer-Encoding``, gets 400 (RFC 9112 section 6.1: such a message
+  is how requests are smuggled past proxies), and the connection closes, so nothing
+  after it is answered;
+* a target in none of the request forms (RFC 9112 section 3.2) gets 400;
+* only HTTP/1.0 and HTTP/1.1 are served; another version gets 505 (RFC 9110 section
+  15.6.6);
+* every response write must complete within ``write_timeout`` seconds: a client that
+  stops reading is dropped (RFC 9110 has no status for it; the connection just closes);
 * a request (head and body) must arrive within ``request_timeout`` seconds: counted
   from the connection's creation for the first request (a TLS handshake included),
   from its first byte for the next ones (408, RFC 9110 section 15.5.9), which defeats
@@ -73,6 +86,9 @@ READ_SIZE: Final = 65536
 _LINGER_SECONDS: Final = 2.0
 _LINGER_BYTES: Final = 1 << 20
 
+#: A chunk size this large is no body size but an attack (it does not fit 63 bits).
+_ABSURD_CHUNK: Final = 1 << 63
+
 _IDLE: Final = 0
 _ACTIVE: Final = 1
 _UPGRADED: Final = 2
@@ -103,23 +119,38 @@ class HTTPLimits:
     """The limits that protect a server from oversized or slow requests.
 
     Attributes:
-        max_header_size: the largest request head, in bytes (else 431).
+        max_header_size: the largest request head (request line and header fields),
+            in bytes (else 431).
+        max_header_count: the most header fields in a request head (else 431).
         max_body_size: the largest request body, in bytes (else 413).
         request_timeout: seconds a new connection has to deliver its first request
             (head and body), and a later request has from its first byte (else 408).
         keep_alive_timeout: seconds an idle keep-alive connection is kept open.
+        write_timeout: seconds one write of a response (at most 64 KiB, or a whole
+            small response) may take; a client that does not read for that long is
+            dropped, which frees its task, its socket and any file being sent.
+        upgraded_field_bytes: after a WebSocket upgrade, how many bytes of header
+            fields the connection keeps in its request record for its whole life
+            (see :meth:`Request.light`).
     """
 
     max_header_size: int = 16 * 1024
+    max_header_count: int = 100
     max_body_size: int = 1024 * 1024
     request_timeout: float = 10.0
     keep_alive_timeout: float = 5.0
+    write_timeout: float = 30.0
+    upgraded_field_bytes: int = 4096
 
     def __post_init__(self) -> None:
-        if self.max_header_size <= 0 or self.max_body_size < 0:
-            raise ValueError("max_header_size must be positive and max_body_size >= 0")
-        if self.request_timeout <= 0 or self.keep_alive_timeout <= 0:
-            raise ValueError("request_timeout and keep_alive_timeout must be positive")
+        if self.max_header_size <= 0 or self.max_header_count <= 0:
+            raise ValueError("max_header_size and max_header_count must be positive")
+        if self.max_body_size < 0 or self.upgraded_field_bytes < 0:
+            raise ValueError("max_body_size and upgraded_field_bytes must not be negative")
+        if self.request_timeout <= 0 or self.keep_alive_timeout <= 0 or self.write_timeout <= 0:
+            raise ValueError(
+                "request_timeout, keep_alive_timeout and write_timeout must be positive"
+            )
 
 
 class _DateCache:
@@ -148,6 +179,17 @@ class _Reject(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
+
+
+def _check_chunk(h: h11.Connection, room: int) -> None:
+    """Refuse the chunk h11 is reading if its announced size exceeds ``room`` bytes.
+
+    h11 does not expose a chunk's size; its reader keeps what is left of it. Should a
+    later h11 not have it, the body limit still holds as the bytes arrive.
+    """
+    pending = getattr(getattr(h, "_reader", None), "_bytes_in_chunk", 0)
+    if type(pending) is int and pending > room:
+        raise _Reject(400 if pending >= _ABSURD_CHUNK else 413)
 
 
 class HTTPConnection:
@@ -283,32 +325,38 @@ class HTTPConnection:
             event, body = received
             method = _METHODS.get(event.method) or event.method.decode("ascii")
             target = event.target.decode("utf-8", "replace")
-            path, query = split_target(target)
+            try:
+                path, query = split_target(target)
+            except ValueError:
+                # Such as an absolute form with unbalanced brackets (RFC 3986 3.2.2).
+                await self._fail(400)
+                return
             lookup = router.lookup(method, path)
             self._head_only = method == "HEAD"
             self._has_body = bool(body)
-            request = Request(
-                method,
-                target,
-                path,
-                query,
-                "1.1" if event.http_version == b"1.1" else event.http_version.decode("ascii"),
-                tuple(event.headers),
-                lookup.params if type(lookup) is RouteMatch else _EMPTY_PARAMS,
-                self.remote_address,
-                body,
-            )
-            # h11's event is not needed any more: not kept alive while the request
-            # runs (after an upgrade, for the WebSocket's whole life).
-            del received, event
+            # Handed over, not kept: the request must not stay referenced from this
+            # frame while it runs, as after an upgrade (for the WebSocket's whole life)
+            # the app keeps only a light copy (Request.light). Nor does h11's event.
+            handover = [
+                Request(
+                    method,
+                    target,
+                    path,
+                    query,
+                    "1.1" if event.http_version == b"1.1" else event.http_version.decode("ascii"),
+                    tuple(event.headers),
+                    lookup.params if type(lookup) is RouteMatch else _EMPTY_PARAMS,
+                    self.remote_address,
+                    body,
+                )
+            ]
+            del received, event, body, target
             try:
-                await dispatch(self, request, lookup)
+                await dispatch(self, handover.pop(), lookup)
             except Exception:
                 if self.client_gone:
                     return
-                _log.exception(
-                    "unhandled error while serving %s %s", request.method, request.target
-                )
+                _log.exception("unhandled error while serving %s %s", method, path)
                 await self._fail(500, linger=False)
                 return
             if self._phase == _UPGRADED:
@@ -337,7 +385,8 @@ class HTTPConnection:
         scope = self._scope
         # A pipelined request may already be buffered; otherwise the client gets the
         # idle keep-alive time to start the next one.
-        if not first and h.trailing_data[0]:
+        buffered = 0 if first else len(h.trailing_data[0])
+        if buffered:
             self._phase = _ACTIVE
             scope.deadline = trio.current_time() + limits.request_timeout
             # Let other tasks run even when a client pipelines many requests.
@@ -353,6 +402,7 @@ class HTTPConnection:
                 scope.deadline = trio.current_time() + limits.request_timeout
             # h11 only appends the chunk to its buffer: a bytearray is fine.
             h.receive_data(cast(bytes, data))
+            buffered = len(data)
         event_request: h11.Request | None = None
         length_checked = False
         body: list[bytes] = []
@@ -366,12 +416,18 @@ class HTTPConnection:
                         # handshake) never gets here.
                         self._check_length(event_request)
                         length_checked = True
+                    # A chunk announces its size before its bytes: refuse at once
+                    # one that cannot fit rather than wait for it.
+                    _check_chunk(h, limits.max_body_size - body_size)
                     if h.they_are_waiting_for_100_continue:
                         # RFC 9110 section 10.1.1: the client waits for a go-ahead.
-                        await stream.send_all(
+                        await self._send(
                             h.send(h11.InformationalResponse(status_code=100, headers=[]))
                         )
-                h.receive_data(cast(bytes, await stream.receive_some(READ_SIZE)))
+                data = await stream.receive_some(READ_SIZE)
+                if event_request is None:
+                    buffered += len(data)
+                h.receive_data(cast(bytes, data))
             elif isinstance(event, h11.Data):
                 body_size += len(event.data)
                 if body_size > limits.max_body_size:
@@ -380,6 +436,14 @@ class HTTPConnection:
             elif isinstance(event, h11.EndOfMessage):
                 break
             elif isinstance(event, h11.Request):
+                # h11 bounds a head only while it is incomplete: one that came whole
+                # in a read is measured here (cheaply: only if it could be too big).
+                if (
+                    buffered > limits.max_header_size
+                    and buffered - len(h.trailing_data[0]) > limits.max_header_size
+                ):
+                    raise _Reject(431)
+                self._check_head(event)
                 event_request = event
             else:
                 # ConnectionClosed or PAUSED: h11 yields neither once bytes of a
@@ -388,6 +452,25 @@ class HTTPConnection:
         scope.deadline = math.inf
         assert event_request is not None
         return event_request, body[0] if len(body) == 1 else b"".join(body)
+
+    def _check_head(self, event: h11.Request) -> None:
+        """Refuse a head h11 accepts but this server does not (see the module docstring)."""
+        headers = event.headers
+        if len(headers) > self._limits.max_header_count:
+            raise _Reject(431)
+        version = event.http_version
+        if version != b"1.1" and version != b"1.0":
+            raise _Reject(505)
+        framing = 0
+        for name, _ in headers:
+            if name == b"content-length":
+                framing |= 1
+            elif name == b"transfer-encoding":
+                framing |= 2
+        if framing == 3 or (framing & 2 and version == b"1.0"):
+            # RFC 9112 section 6.1: both, or Transfer-Encoding in HTTP/1.0, is faulty
+            # framing, on which a proxy and this server could disagree.
+            raise _Reject(400)
 
     def _check_length(self, event: h11.Request) -> None:
         for name, value in event.headers:
@@ -419,11 +502,18 @@ class HTTPConnection:
             raise RuntimeError("a response was already sent for this request")
 
     async def _send(self, data: bytes) -> None:
-        try:
-            await self._stream.send_all(data)
-        except _TRANSPORT_ERRORS:
+        """Write under ``write_timeout``: a client that stops reading counts as gone."""
+        with trio.move_on_after(self._limits.write_timeout) as scope:
+            try:
+                await self._stream.send_all(data)
+            except _TRANSPORT_ERRORS:
+                self.client_gone = True
+                raise
+        if scope.cancelled_caught:
             self.client_gone = True
-            raise
+            raise trio.BrokenResourceError(
+                f"the client read nothing for {self._limits.write_timeout:g}s (write_timeout)"
+            )
 
     async def respond(self, status: int, headers: HeaderList = (), body: bytes = b"") -> None:
         """Send a complete response to the current request.
@@ -440,7 +530,8 @@ class HTTPConnection:
         Raises:
             RuntimeError: a response was already sent.
             ValueError: the status or a header is invalid.
-            trio.BrokenResourceError: the client is gone (:attr:`client_gone` is set).
+            trio.BrokenResourceError: the client is gone, or read nothing for
+                ``write_timeout`` seconds (:attr:`client_gone` is set).
 
         Cancellation: a cancelled write may leave a partial response on the stream;
         the connection then closes.
@@ -485,7 +576,8 @@ class HTTPConnection:
             RuntimeError: a response was already sent.
             ValueError: the status or a header is invalid, or the chunks do not add up
                 to ``content_length``.
-            trio.BrokenResourceError: the client is gone.
+            trio.BrokenResourceError: the client is gone, or read nothing for
+                ``write_timeout`` seconds.
 
         Cancellation: the response is left incomplete and the connection closes.
         """
@@ -563,7 +655,7 @@ class HTTPConnection:
                 data += h.send(h11.Data(data=body))
             h.send(h11.EndOfMessage())
             self.status = status
-            await self._stream.send_all(data)
+            await self._send(data)
         else:
             await trio.lowlevel.checkpoint()
         if linger:

@@ -8,6 +8,18 @@ from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
 
 __all__ = ["Request", "split_target"]
 
+# Consumed by the WebSocket opening handshake (RFC 6455 section 4.2.1): not kept after it.
+_HANDSHAKE_FIELDS = frozenset(
+    {
+        b"upgrade",
+        b"connection",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-extensions",
+        b"sec-websocket-protocol",
+    }
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Request:
@@ -26,6 +38,10 @@ class Request:
             as over an in-memory stream).
         body: the request body, read in full before the route runs (bounded by the
             server's ``max_body_size``); empty for a request without one.
+
+    After a WebSocket upgrade the connection keeps a lighter copy (see :meth:`light`)
+    for its whole life: read what you need of a large header (a big cookie) in the
+    route, before the upgrade.
     """
 
     method: str
@@ -37,6 +53,42 @@ class Request:
     params: Mapping[str, str]
     remote_address: tuple[str, int] | None = None
     body: bytes = b""
+
+    def light(self, max_field_bytes: int) -> Request:
+        """A copy to keep for a long-lived (upgraded) connection: bounded in bytes.
+
+        The body is dropped, and so are the fields of the WebSocket handshake itself
+        (``Upgrade``, ``Connection``, ``Sec-WebSocket-Key``, ``-Version``,
+        ``-Extensions`` and ``-Protocol``: the connection has used them, and keeps
+        what was agreed). The other fields are kept in
+        order while their names and values add up to at most ``max_field_bytes``; a
+        field that does not fit is left out. Method, target, path, query, version,
+        parameters and address are kept.
+
+        Args:
+            max_field_bytes: the budget for the kept header fields.
+
+        Returns:
+            The light copy.
+        """
+        kept: list[tuple[bytes, bytes]] = []
+        room = max_field_bytes
+        for field in self.headers:
+            name, value = field
+            size = len(name) + len(value)
+            if size <= room and name not in _HANDSHAKE_FIELDS:
+                kept.append(field)
+                room -= size
+        return Request(
+            self.method,
+            self.target,
+            self.path,
+            self.query_string,
+            self.http_version,
+            tuple(kept),
+            self.params,
+            self.remote_address,
+        )
 
     def header(self, name: str) -> str | None:
         """The value of a header field, or ``None`` when absent.
@@ -94,9 +146,15 @@ def split_target(target: str) -> tuple[str, str]:
 
     Returns:
         ``(path, query_string)``.
+
+    Raises:
+        ValueError: a target in none of these forms (such as ``?a=1``), or an
+            absolute form that is not a URL (such as ``http://[::1``).
     """
     if not target.startswith("/") and target != "*":
         parts = urlsplit(target)
+        if not parts.scheme:
+            raise ValueError(f"{target[:64]!r} is in none of the request-target forms")
         return unquote(parts.path) or "/", parts.query
     path, _, query = target.partition("?")
     if "%" in path:

@@ -3,7 +3,8 @@
 The hub is a task that owns its members' outbound queues and a room table; everything
 else talks to it by message (see the theory of operation in :mod:`rue_trio.hub._hub`).
 It knows a connection only through the :class:`Member` port: an id, an encode key and a
-non-blocking way to offer it frames.
+non-blocking way to offer it frames. That port is private plumbing (applications pass
+their ``WebSocketConn``); it is exported here for typing, tests and benchmarks.
 """
 
 from ._backplane import (

@@ -164,9 +164,15 @@ class BackplaneStatistics:
         delivered: received envelopes handed to the hub.
         dropped_inbound: received envelopes dropped because the hub's buffer was full.
         dropped_outbound: envelopes dropped because the outbound queue was full.
-        lost: envelopes published while the link was down (never sent).
+        lost: envelopes published while the link was down, or refused by the broker
+            (never sent).
         reconnects: times the link was re-established after a loss.
         subscriptions: room channels subscribed (the "everyone" channel not included).
+        rejected: envelopes that could not be packed (a room name or member id over
+            65,535 bytes in UTF-8), dropped and logged.
+
+    Publications that reached no other node are ``lost + dropped_outbound +
+    rejected``.
     """
 
     connected: bool
@@ -178,6 +184,7 @@ class BackplaneStatistics:
     lost: int
     reconnects: int
     subscriptions: int
+    rejected: int = 0
 
 
 class Backplane(Protocol):

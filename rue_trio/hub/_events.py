@@ -54,6 +54,15 @@ class HubStatistics:
         inbox_queued: commands waiting in the inbox.
         publishers_waiting: tasks waiting for room in the full inbox.
         backplane: the backplane's counters, or ``None`` without a backplane.
+        paced: times the hub let the members' writers run before its next command
+            because a member had more than ``high_water`` bytes queued.
+        hook_errors: exceptions raised by the ``on_presence`` callback, caught and
+            logged (the hub goes on).
+        backplane_errors: exceptions raised by the backplane's synchronous calls,
+            caught and logged (the hub goes on; local delivery is unaffected).
+        member_errors: members whose port raised something it should not (neither
+            :class:`trio.WouldBlock` nor a closed connection); each was logged,
+            removed and closed with 1011.
     """
 
     members: int
@@ -66,3 +75,7 @@ class HubStatistics:
     inbox_queued: int
     publishers_waiting: int
     backplane: BackplaneStatistics | None = None
+    paced: int = 0
+    hook_errors: int = 0
+    backplane_errors: int = 0
+    member_errors: int = 0

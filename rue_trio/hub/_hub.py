@@ -63,6 +63,7 @@ discarded, and later commands raise :class:`trio.BrokenResourceError` (``unregis
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from typing import Final, Literal
@@ -80,10 +81,18 @@ from ._member import PLAIN, Member
 
 __all__ = ["Hub"]
 
-_SendNowait = Callable[[bytes], object]
+_SendNowait = Callable[[bytes], int]
+
+logger = logging.getLogger("rue_trio.hub")
+
 
 _SLOW_CODE: Final = 1008
 _SLOW_REASON: Final = "slow consumer: outbound queue full"
+
+# Why a member failed an offer, as collected by the delivery loop and settled after it.
+_GONE: Final = 0  # closed: forgotten
+_SLOW: Final = 1  # queue full: the slow-consumer policy
+_BROKEN: Final = 2  # its port raised something else: logged, removed, closed with 1011
 
 # How many queued commands the actor applies between two checkpoints: enough to avoid a
 # trip through the scheduler per message under load, few enough to stay fair to others.
@@ -198,29 +207,71 @@ class _Control:
 _Command = _Broadcast | _Control
 
 
-def _offer(sends: dict[str, _SendNowait], frame: bytes, failed: list[tuple[str, bool]]) -> None:
-    # The hot loop: one call per member, no allocation unless a member refuses.
-    for member_id, send in sends.items():
-        try:
-            send(frame)
-        except trio.WouldBlock:
-            failed.append((member_id, True))
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            failed.append((member_id, False))
-
-
-def _offer_except(
-    sends: dict[str, _SendNowait], frame: bytes, skip: str, failed: list[tuple[str, bool]]
-) -> None:
+def _offer(
+    sends: dict[str, _SendNowait],
+    frame: bytes,
+    skip: str | None,
+    high_water: int,
+    failed: list[tuple[str, int]],
+) -> int:
+    # The hot loop: one call and one comparison per member, no allocation unless a
+    # member refuses. Returns the most bytes a member had queued above high_water (0 if
+    # none did).
+    crowded = 0
     for member_id, send in sends.items():
         if member_id == skip:
             continue
         try:
-            send(frame)
-        except trio.WouldBlock:
-            failed.append((member_id, True))
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            failed.append((member_id, False))
+            queued = send(frame)
+        except Exception as exc:
+            failed.append((member_id, _failure(member_id, exc)))
+        else:
+            if queued > high_water:
+                crowded = queued
+    return crowded
+
+
+def _encode_and_offer(
+    group: dict[str, _Entry],
+    share: bool,
+    type_: MessageType,
+    data: str | bytes,
+    skip: str | None,
+    high_water: int,
+    failed: list[tuple[str, int]],
+) -> tuple[int, int, int]:
+    # Members that encode for themselves. With ``share`` the first one able to encode
+    # makes the frame of the whole group (equal keys); without, each encodes its own.
+    # Returns the members offered to, the frames encoded, and what _offer returns.
+    offered = encodes = crowded = 0
+    frame: bytes | None = None
+    for member_id, entry in group.items():
+        if member_id == skip:
+            continue
+        offered += 1
+        try:
+            if frame is None or not share:
+                frame = entry.encode(type_, data)
+                encodes += 1
+            queued = entry.send(frame)
+        except Exception as exc:
+            failed.append((member_id, _failure(member_id, exc)))
+        else:
+            if queued > high_water:
+                crowded = queued
+    return offered, encodes, crowded
+
+
+def _failure(member_id: str, exc: Exception) -> int:
+    # What a member's refusal means: a full queue, a closed connection, or a bug.
+    if isinstance(exc, trio.WouldBlock):
+        return _SLOW
+    if isinstance(exc, ConnectionClosed | trio.ClosedResourceError | trio.BrokenResourceError):
+        return _GONE
+    logger.error(
+        "hub member %s failed; it is removed and closed with 1011", member_id, exc_info=exc
+    )
+    return _BROKEN
 
 
 def _stopped_error() -> trio.BrokenResourceError:
@@ -250,17 +301,28 @@ class Hub:
         policy: what to do with a member whose outbound queue is full: ``"close"``
             evicts it with close code 1008; ``"drop"`` drops that frame for it.
         inbox_size: how many commands may wait for the actor before publishers wait.
-        backplane: joins this hub to the hubs of other processes (see
-            :mod:`rue_trio.hub._backplane` and ``docs/topics/cluster.md``); ``None``
-            (the default) keeps it to this process.
+        backplane: joins this hub to the hubs of other processes (a
+            :class:`~rue_trio.hub.Backplane`, such as
+            :class:`~rue_trio.backplane.redis.RedisBackplane`); ``None`` (the default)
+            keeps it to this process.
         remote_buffer: how many broadcasts from other nodes may wait for the actor;
             past that the backplane drops them and counts them.
         on_presence: called by the hub's task with each :class:`PresenceEvent`, right
-            after the change. It must not block or raise (an exception stops the hub);
-            it may call the ``_nowait`` commands and the queries.
+            after the change. It must not block; an exception it raises is logged and
+            counted (``hook_errors``) and the hub goes on. It may call the ``_nowait``
+            commands and the queries.
+        high_water: bytes queued for one member above which the hub lets the members'
+            writers run before its next command (after at most a quarter of this much
+            more payload), so a burst is paced by the sockets and members that read
+            promptly are never evicted because their writer had not been scheduled.
+            Below it the hub applies up to 65 commands between two schedule points.
+        max_room_bytes: the longest room name accepted, in UTF-8 bytes (at most
+            65,535, what crosses a backplane); longer names raise ``ValueError`` in
+            the caller's task.
 
     Raises:
-        ValueError: for an unknown policy, or an inbox size or remote buffer below 1.
+        ValueError: for an unknown policy, an inbox size, remote buffer, high water
+            mark or room name bound below 1, or a room name bound above 65,535.
     """
 
     def __init__(
@@ -271,13 +333,28 @@ class Hub:
         on_presence: Callable[[PresenceEvent], None] | None = None,
         backplane: Backplane | None = None,
         remote_buffer: int = 4096,
+        high_water: int = 64 * 1024,
+        max_room_bytes: int = 1024,
     ) -> None:
         if policy not in ("close", "drop"):
             raise ValueError(f"policy must be 'close' or 'drop', not {policy!r}")
-        if inbox_size < 1:
-            raise ValueError(f"inbox_size must be at least 1, not {inbox_size!r}")
-        if remote_buffer < 1:
-            raise ValueError(f"remote_buffer must be at least 1, not {remote_buffer!r}")
+        for name, value in (
+            ("inbox_size", inbox_size),
+            ("remote_buffer", remote_buffer),
+            ("high_water", high_water),
+            ("max_room_bytes", max_room_bytes),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int of at least 1, not {value!r}")
+        # A room name crosses the backplane with a 16-bit length (see _backplane).
+        if max_room_bytes > 0xFFFF:
+            raise ValueError(f"max_room_bytes must be at most 65535, not {max_room_bytes!r}")
+        self._high_water = high_water
+        self._max_room_bytes = max_room_bytes
+        # Pacing (see _serve): a member is above high_water, and the payload bytes
+        # broadcast since the actor last yielded.
+        self._crowded = False
+        self._unpaced = 0
         self._backplane = backplane
         self._remote_buffer = remote_buffer
         self._policy: Literal["close", "drop"] = policy
@@ -287,11 +364,27 @@ class Hub:
         self._rooms: dict[str, _Audience] = {}
         self._subscribers: list[trio.MemorySendChannel[PresenceEvent]] = []
         self._started = False
+        self._stopped = False
         self._broadcasts = 0
         self._deliveries = 0
         self._encodes = 0
         self._dropped = 0
         self._evicted = 0
+        self._paced = 0
+        self._hook_errors = 0
+        self._backplane_errors = 0
+        self._member_errors = 0
+
+    @property
+    def running(self) -> bool:
+        """Whether :meth:`run` has started and not yet ended.
+
+        Commands issued while it is ``False`` either wait for the hub to start (never
+        started yet) or raise :class:`trio.BrokenResourceError` (stopped); a
+        :class:`~rue_trio.handlers.WebSocketHandler` refuses to wait and closes the
+        connection with 1011 instead.
+        """
+        return self._started and not self._stopped
 
     @property
     def policy(self) -> Literal["close", "drop"]:
@@ -307,14 +400,17 @@ class Hub:
         Commands issued before the hub starts wait in the inbox.
 
         When cancelled, the hub evicts every member it holds with close code 1001 (1011
-        if the hub failed, for instance because ``on_presence`` raised), ends the
-        presence streams and stops; it cannot be started again.
+        if the hub itself failed), ends the presence streams and stops; it cannot be
+        started again. Nothing a member, a client, ``on_presence`` or the backplane's
+        synchronous calls do stops it: their exceptions are caught, logged on the
+        ``rue_trio.hub`` logger and counted in :meth:`statistics`.
 
         Args:
             task_status: for :meth:`trio.Nursery.start`.
 
         With a backplane, the backplane runs in a nursery of this task, and ``started()``
-        comes once it is connected.
+        comes once it is connected. A backplane that fails later is logged and counted
+        (``backplane_errors``); the hub goes on serving its own members.
 
         Raises:
             RuntimeError: if this hub has already been started.
@@ -333,14 +429,34 @@ class Hub:
         except BaseException as exc:
             self._shutdown(exc)
             raise
+        finally:
+            self._stopped = True
 
     async def _serve(self) -> None:
         receive = self._inbox_receive.receive
         receive_nowait = self._inbox_receive.receive_nowait
         apply = self._apply
+        quantum = self._high_water // 4
         while True:
-            apply(await receive())
+            # receive() is a schedule point even when a command is waiting.
+            command = await receive()
+            self._crowded = False
+            self._unpaced = 0
+            apply(command)
             for _ in _BATCH:
+                if self._crowded and self._unpaced >= quantum:
+                    # A member has more than high_water bytes queued and the hub has
+                    # broadcast a quarter of that since it last yielded: let the writers
+                    # (and the peers reading them) run before the next command. A burst
+                    # is then paced by the sockets, instead of filling queues until
+                    # members that read promptly are evicted only because their writer
+                    # was not scheduled yet. Not after every broadcast: below the mark
+                    # the batch goes on and each writer sends many frames with one
+                    # system call. Over 127.0.0.1, 200 members, 1,000 broadcasts of 1 KB
+                    # (tests/hostile/test_hub_burst.py) took 1.1 s of CPU paced this
+                    # way and 5.9 s when the hub yielded after every broadcast.
+                    self._paced += 1
+                    break
                 try:
                     command = receive_nowait()
                 except trio.WouldBlock:
@@ -351,7 +467,7 @@ class Hub:
         remote_send, remote_receive = trio.open_memory_channel[Envelope](self._remote_buffer)
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(backplane.run, remote_send)
+                await nursery.start(self._run_backplane, backplane, remote_send)
                 nursery.start_soon(self._forward, remote_receive)
                 task_status.started()
                 await self._serve()
@@ -361,6 +477,31 @@ class Hub:
             if failure is None:
                 raise
             raise failure from failure.__cause__
+
+    async def _run_backplane(
+        self,
+        backplane: Backplane,
+        remote: trio.MemorySendChannel[Envelope],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        # A backplane that cannot start fails run() (the caller must know); one that
+        # fails later leaves this hub serving its own members, logged and counted.
+        running = False
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(backplane.run, remote)
+                running = True
+                task_status.started()
+        except Exception as exc:
+            if not running:
+                raise
+            self._backplane_errors += 1
+            logger.error(
+                "the hub's backplane failed; this hub goes on without other nodes",
+                exc_info=exc,
+            )
+            await trio.lowlevel.checkpoint()
 
     async def _forward(self, remote: trio.MemoryReceiveChannel[Envelope]) -> None:
         # Other nodes' broadcasts join the local commands in the one FIFO inbox: waiting
@@ -406,7 +547,7 @@ class Hub:
                 assert command.subscriber is not None
                 self._subscribers.append(command.subscriber)
         except BaseException:
-            # The hub is failing (a presence hook raised): the caller must not wait on.
+            # The hub is failing (a bug, or cancellation): the caller must not wait on.
             if op not in _HARMLESS_WHEN_STOPPED:
                 command.error = _stopped_error()
             raise
@@ -419,8 +560,9 @@ class Hub:
         room = command.room
         backplane = self._backplane
         if backplane is not None and not command.remote:
-            backplane.publish(
-                Envelope(command.type, command.data, room, command.exclude, backplane.node_id)
+            self._tell_backplane(
+                backplane.publish,
+                Envelope(command.type, command.data, room, command.exclude, backplane.node_id),
             )
         audience = self._everyone if room is None else self._rooms.get(room)
         if audience is None:
@@ -428,73 +570,71 @@ class Hub:
         type_ = command.type
         data = command.data
         skip = command.exclude
-        failed: list[tuple[str, bool]] = []
+        failed: list[tuple[str, int]] = []
         offered = 0
         encodes = 0
+        high_water = self._high_water
+        crowded = 0
         plain = audience.plain
         if plain:
             frame = encode_message(type_, data)
             encodes = 1
-            if skip is not None and skip in plain:
-                _offer_except(plain, frame, skip, failed)
-                offered = len(plain) - 1
-            else:
-                _offer(plain, frame, failed)
-                offered = len(plain)
-        # Shared non-plain keys: the first member able to encode makes the group's frame.
-        for group in audience.keyed.values():
-            shared: bytes | None = None
-            for member_id, entry in group.items():
-                if member_id == skip:
-                    continue
-                offered += 1
-                if shared is None:
-                    try:
-                        shared = entry.encode(type_, data)
-                    except ConnectionClosed:
-                        failed.append((member_id, False))
-                        continue
-                    encodes += 1
-                try:
-                    entry.send(shared)
-                except trio.WouldBlock:
-                    failed.append((member_id, True))
-                except (trio.ClosedResourceError, trio.BrokenResourceError):
-                    failed.append((member_id, False))
-        # Members that keep a compression context (or mask): one frame each.
-        for member_id, entry in audience.solo.items():
-            if member_id == skip:
-                continue
-            offered += 1
-            try:
-                own = entry.encode(type_, data)
-            except ConnectionClosed:
-                failed.append((member_id, False))
-                continue
-            encodes += 1
-            try:
-                entry.send(own)
-            except trio.WouldBlock:
-                failed.append((member_id, True))
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                failed.append((member_id, False))
+            crowded = _offer(plain, frame, skip, high_water, failed)
+            offered = len(plain) - (skip is not None and skip in plain)
+        # Shared non-plain keys: the first member able to encode makes the group's frame;
+        # members that keep a compression context (or mask) get one frame each.
+        groups = [(group, True) for group in audience.keyed.values()]
+        if audience.solo:
+            groups.append((audience.solo, False))
+        for group, share in groups:
+            counts = _encode_and_offer(group, share, type_, data, skip, high_water, failed)
+            offered += counts[0]
+            encodes += counts[1]
+            crowded = max(crowded, counts[2])
+        if crowded:
+            self._crowded = True
+        self._unpaced += len(data)
         self._encodes += encodes
         self._deliveries += offered - len(failed)
         if failed:
             self._settle(failed)
 
-    def _settle(self, failed: list[tuple[str, bool]]) -> None:
+    def _settle(self, failed: list[tuple[str, int]]) -> None:
         evict = self._policy == "close"
         entries = self._everyone.entries
-        for member_id, slow in failed:
-            if slow and not evict:
+        for member_id, why in failed:
+            if why == _SLOW and not evict:
                 self._dropped += 1
                 continue
             entry = entries[member_id]
             self._remove(entry)
-            if slow:
+            if why == _SLOW:
                 self._evicted += 1
-                entry.member.close_nowait(_SLOW_CODE, _SLOW_REASON)
+                logger.warning(
+                    "member %s too slow: closed with %d",
+                    member_id,
+                    _SLOW_CODE,
+                    extra={"conn_id": member_id},
+                )
+                self._close(entry.member, _SLOW_CODE, _SLOW_REASON)
+            elif why == _BROKEN:
+                self._member_errors += 1
+                self._close(entry.member, 1011, "internal error")
+
+    def _close(self, member: Member, code: int, reason: str) -> None:
+        try:
+            member.close_nowait(code, reason)
+        except Exception:
+            logger.exception("hub member %s failed to close", getattr(member, "id", member))
+
+    def _tell_backplane(self, call: Callable[..., None], *args: object) -> None:
+        # The backplane's synchronous calls only queue work; one that raises must not
+        # stop the hub: local delivery goes on, the failure is logged and counted.
+        try:
+            call(*args)
+        except Exception:
+            self._backplane_errors += 1
+            logger.exception("hub backplane call %s failed", getattr(call, "__name__", call))
 
     def _lookup(self, member: Member | None) -> _Entry | None:
         assert member is not None
@@ -526,7 +666,7 @@ class Hub:
         if audience is None:
             audience = self._rooms[room] = _Audience()
             if self._backplane is not None:
-                self._backplane.subscribe_room(room)
+                self._tell_backplane(self._backplane.subscribe_room, room)
         audience.add(entry)
         entry.rooms[room] = None
         self._emit(PresenceKind.JOIN, entry.id, room)
@@ -541,7 +681,7 @@ class Hub:
         if not audience.entries:
             del self._rooms[room]
             if self._backplane is not None:
-                self._backplane.unsubscribe_room(room)
+                self._tell_backplane(self._backplane.unsubscribe_room, room)
         self._emit(PresenceKind.LEAVE, entry.id, room)
 
     def _remove(self, entry: _Entry) -> None:
@@ -554,16 +694,20 @@ class Hub:
         backplane = self._backplane
         if backplane is not None:
             if kind is PresenceKind.REGISTER or kind is PresenceKind.JOIN:
-                backplane.presence_add(member_id, room)
+                self._tell_backplane(backplane.presence_add, member_id, room)
             else:
-                backplane.presence_remove(member_id, room)
+                self._tell_backplane(backplane.presence_remove, member_id, room)
         subscribers = self._subscribers
         on_presence = self._on_presence
         if on_presence is None and not subscribers:
             return
         event = PresenceEvent(kind, member_id, room)
         if on_presence is not None:
-            on_presence(event)
+            try:
+                on_presence(event)
+            except Exception:
+                self._hook_errors += 1
+                logger.exception("hub on_presence hook failed on %s", event)
         gone: list[trio.MemorySendChannel[PresenceEvent]] = []
         for subscriber in subscribers:
             try:
@@ -609,9 +753,27 @@ class Hub:
         for subscriber in subscribers:
             subscriber.close()
         for member in members + stranded:
-            member.close_nowait(code, reason)
+            self._close(member, code, reason)
 
     # ------------------------------------------------------------------ commands
+
+    def _check_room(self, room: str) -> str:
+        # In the caller's task: a client's room name must never reach (and stop) the
+        # actor, nor the backplane's 16-bit length field.
+        if not isinstance(room, str):
+            raise TypeError(f"a room name must be a str, not {type(room).__name__}")
+        limit = self._max_room_bytes
+        if len(room) * 4 > limit:
+            try:
+                size = len(room.encode())
+            except UnicodeEncodeError:
+                raise ValueError("a room name must be valid Unicode text") from None
+            if size > limit:
+                raise ValueError(
+                    f"a room name is at most {limit} bytes in UTF-8 (Hub max_room_bytes), "
+                    f"not {size}"
+                )
+        return room
 
     async def _call(self, command: _Control) -> None:
         done = command.done = trio.Event()
@@ -652,7 +814,7 @@ class Hub:
             ValueError: if another member is registered with the same id.
             trio.BrokenResourceError: if the hub has stopped.
         """
-        await self._call(_Control(_Op.REGISTER, member))
+        await self._call(_Control(_Op.REGISTER, _check_member(member, "register")))
 
     def register_nowait(self, member: Member) -> None:
         """Queue the registration of a member without waiting.
@@ -667,7 +829,7 @@ class Hub:
             trio.WouldBlock: if the inbox is full.
             trio.BrokenResourceError: if the hub has stopped.
         """
-        self._post(_Control(_Op.REGISTER, member))
+        self._post(_Control(_Op.REGISTER, _check_member(member, "register_nowait")))
 
     async def unregister(self, member: Member) -> None:
         """Unregister a member and remove it from all its rooms.
@@ -683,7 +845,7 @@ class Hub:
         Args:
             member: the member, as registered (compared with ``==``).
         """
-        await self._call(_Control(_Op.UNREGISTER, member))
+        await self._call(_Control(_Op.UNREGISTER, _check_member(member, "unregister")))
 
     def unregister_nowait(self, member: Member) -> None:
         """Queue the unregistration of a member without waiting.
@@ -694,7 +856,7 @@ class Hub:
         Raises:
             trio.WouldBlock: if the inbox is full.
         """
-        self._post(_Control(_Op.UNREGISTER, member))
+        self._post(_Control(_Op.UNREGISTER, _check_member(member, "unregister_nowait")))
 
     async def join(self, room: str, member: Member) -> None:
         """Add a member to a room, registering it first if needed.
@@ -702,7 +864,7 @@ class Hub:
         Returns once the hub has processed it. Joining a room twice does nothing. With a
         backplane, it also waits until this node follows the room's channel, so that
         broadcasts published anywhere after it returns reach the member (unless the link
-        to the broker is down: see ``docs/topics/cluster.md``).
+        to the broker is down: see the clustering topic of the documentation).
 
         Cancellation: as for :meth:`register`.
 
@@ -714,7 +876,8 @@ class Hub:
             ValueError: if another member is registered with the same id.
             trio.BrokenResourceError: if the hub has stopped.
         """
-        await self._call(_Control(_Op.JOIN, member, room))
+        command = _Control(_Op.JOIN, _check_member(member, "join"), self._check_room(room))
+        await self._call(command)
         if self._backplane is not None:
             await self._backplane.synced()
 
@@ -729,7 +892,8 @@ class Hub:
             trio.WouldBlock: if the inbox is full.
             trio.BrokenResourceError: if the hub has stopped.
         """
-        self._post(_Control(_Op.JOIN, member, room))
+        member = _check_member(member, "join_nowait")
+        self._post(_Control(_Op.JOIN, member, self._check_room(room)))
 
     async def leave(self, room: str, member: Member) -> None:
         """Remove a member from a room; it stays registered.
@@ -743,7 +907,8 @@ class Hub:
             room: the room name.
             member: the member, as registered.
         """
-        await self._call(_Control(_Op.LEAVE, member, room))
+        command = _Control(_Op.LEAVE, _check_member(member, "leave"), self._check_room(room))
+        await self._call(command)
 
     def leave_nowait(self, room: str, member: Member) -> None:
         """Queue removing a member from a room without waiting.
@@ -755,7 +920,8 @@ class Hub:
         Raises:
             trio.WouldBlock: if the inbox is full.
         """
-        self._post(_Control(_Op.LEAVE, member, room))
+        member = _check_member(member, "leave_nowait")
+        self._post(_Control(_Op.LEAVE, member, self._check_room(room)))
 
     async def flush(self) -> None:
         """Wait until the hub has processed every command queued before this call.
@@ -796,7 +962,7 @@ class Hub:
             ValueError: if ``type`` is not a message type.
             trio.BrokenResourceError: if the hub has stopped.
         """
-        command = _make_broadcast(type, data, room, exclude)
+        command = _make_broadcast(type, data, room and self._check_room(room), exclude)
         # A cancellation point always, a schedule point only when the inbox is full: a
         # publisher relaying a burst queues it whole, so the hub delivers it in batches
         # and each member's writer sends many frames with one system call.
@@ -830,7 +996,7 @@ class Hub:
             trio.WouldBlock: if the inbox is full.
             trio.BrokenResourceError: if the hub has stopped.
         """
-        self._post(_make_broadcast(type, data, room, exclude))
+        self._post(_make_broadcast(type, data, room and self._check_room(room), exclude))
 
     @asynccontextmanager
     async def open_presence(
@@ -955,7 +1121,31 @@ class Hub:
             inbox_queued=inbox.current_buffer_used,
             publishers_waiting=inbox.tasks_waiting_send,
             backplane=None if self._backplane is None else self._backplane.statistics(),
+            paced=self._paced,
+            hook_errors=self._hook_errors,
+            backplane_errors=self._backplane_errors,
+            member_errors=self._member_errors,
         )
+
+
+def _check_member(member: Member, action: str) -> Member:
+    # In the caller's task: something that is not a connection must not reach the actor.
+    try:
+        ok = (
+            isinstance(member.id, str)
+            and callable(member._hub_offer)
+            and callable(member._hub_encode)
+            and callable(member.close_nowait)
+        )
+        member._hub_encode_key  # noqa: B018 (read once here so the actor's read cannot fail)
+    except Exception:
+        ok = False
+    if not ok:
+        raise TypeError(
+            f"Hub.{action}() takes a connection (a rue_trio WebSocketConn), "
+            f"not {type(member).__name__}"
+        )
+    return member
 
 
 def _make_broadcast(
@@ -970,5 +1160,5 @@ def _make_broadcast(
         # A mutable buffer could change before the hub encodes it: take a snapshot.
         data = bytes(data)
     if exclude is not None and not isinstance(exclude, str):
-        exclude = exclude.id
+        exclude = _check_member(exclude, "broadcast(exclude=...)").id
     return _Broadcast(message_type, data, room, exclude)

@@ -29,6 +29,11 @@ never calls :meth:`Member._hub_encode`.
 class Member(Protocol):
     """A connection as the hub sees it: an id and a bounded outbound queue of frames.
 
+    The hub's private port, kept public in :mod:`rue_trio.hub` for typing, tests and
+    benchmarks only: applications do not implement it, they pass
+    :class:`~rue_trio.websocket.WebSocketConn` objects. The hub checks in the caller's
+    task that what it is given has this shape and raises :class:`TypeError` otherwise.
+
     Every method is synchronous and must not block: the hub calls them from its own task
     while delivering to many members, and one member must never hold up the others
     (ARCHITECTURE invariant 4).

@@ -302,12 +302,28 @@ async def test_server_serve_connection_close_request_is_honoured() -> None:
         await done.wait()
 
 
-async def test_server_serve_connection_close_response_is_honoured() -> None:
+async def test_server_serve_connection_close_response_is_honoured(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A handler's ``connection: close`` ends the connection after that response.
+
+    A second request waits behind the first: it gets no answer, and the server closes
+    its side (we read end-of-file while ours is still open). Under the mock clock a
+    server that kept the connection would close it only at its idle timeout, after
+    answering the second request: the assertion, not a hang, reports it.
+    """
+
     async def closing(conn: HTTPConnection, request: Request) -> None:
         await conn.respond(200, [("connection", "close")], b"bye")
 
     async with serving(_router(bye=closing)) as (stream, _, done):
-        await Client(stream).request("GET", "/bye")
+        await stream.send_all(
+            b"GET /bye HTTP/1.1\r\nhost: x\r\n\r\nGET /hello/a HTTP/1.1\r\nhost: x\r\n\r\n"
+        )
+        replies = parse_replies(await read_until_eof(stream))
+        assert [(r.status, r.headers["connection"], r.body) for r in replies] == [
+            (200, "close", b"bye")
+        ]
         await done.wait()
 
 

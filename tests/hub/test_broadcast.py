@@ -388,3 +388,43 @@ async def test_hub_broadcasts_race_with_membership_changes(nursery: trio.Nursery
     stats = hub.statistics()
     assert stats.broadcasts == publishers * per_publisher
     assert stats.deliveries == 20 * publishers * per_publisher + received
+
+
+@pytest.mark.parametrize("key", KEYS, ids=KEY_IDS)
+async def test_hub_broadcast_burst_yields_to_writers_above_high_water(
+    nursery: trio.Nursery, key: Hashable | None
+) -> None:
+    """Above ``high_water`` bytes queued the hub lets writers run before going on."""
+    hub = await start_hub(nursery, high_water=4096)
+    member = FakeMember("m", key=key)
+    await hub.register(member)
+    peak = 0
+
+    async def writer() -> None:
+        # Empties the member's queue each time it is scheduled, as a socket writer would.
+        nonlocal peak
+        while True:
+            peak = max(peak, sum(map(len, member.frames)))
+            member.frames.clear()
+            await trio.lowlevel.checkpoint()
+
+    nursery.start_soon(writer)
+    for _ in range(500):
+        hub.broadcast_nowait(BINARY, b"x" * 100)
+    await hub.flush()
+    # A batch of 65 commands would queue 6.6 KB; paced, the queue stops about a quarter
+    # of high_water past it (the writer may run just before or just after the hub).
+    assert peak <= 4096 + 1024 + 2 * 102
+    assert hub.statistics().paced > 0
+
+
+async def test_hub_broadcast_below_high_water_keeps_batches(nursery: trio.Nursery) -> None:
+    """Below the mark nothing yields: the writers get whole batches to coalesce."""
+    hub = await start_hub(nursery)
+    member = FakeMember("m")
+    await hub.register(member)
+    for _ in range(500):
+        hub.broadcast_nowait(BINARY, b"x" * 100)
+    await hub.flush()
+    assert len(member.frames) == 500
+    assert hub.statistics().paced == 0

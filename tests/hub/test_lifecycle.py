@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from rue_trio.hub import Hub, HubStatistics, PresenceEvent, PresenceKind
+from rue_trio.hub import Hub, HubStatistics, PresenceKind
 from rue_trio.protocol import MessageType
 
 from ._fakes import FakeMember
@@ -228,7 +228,7 @@ async def test_hub_shutdown_fails_pending_commands() -> None:
 
 @pytest.mark.parametrize("failing", [PresenceKind.REGISTER, PresenceKind.UNREGISTER])
 async def test_hub_failure_evicts_with_1011(failing: PresenceKind) -> None:
-    """A hub that fails (here its presence hook raises) closes its members with 1011.
+    """A hub that fails (here a bug, simulated in its presence step) closes with 1011.
 
     The caller whose command it failed on is not left waiting: a registration is
     reported as failed, an unregistration as done (a stopped hub holds no one).
@@ -237,11 +237,15 @@ async def test_hub_failure_evicts_with_1011(failing: PresenceKind) -> None:
     class HookError(Exception):
         pass
 
-    def hook(event: PresenceEvent) -> None:
-        if event.kind is failing and event.member_id == "second":
-            raise HookError
+    hub = Hub()
+    emit = hub._emit
 
-    hub = Hub(on_presence=hook)
+    def buggy_emit(kind: PresenceKind, member_id: str, room: str | None) -> None:
+        if kind is failing and member_id == "second":
+            raise HookError
+        emit(kind, member_id, room)
+
+    hub._emit = buggy_emit  # type: ignore[method-assign]
     first, second = FakeMember("first"), FakeMember("second")
 
     async def run_hub(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -261,3 +265,13 @@ async def test_hub_failure_evicts_with_1011(failing: PresenceKind) -> None:
     assert second.evictions == ([(1011, "hub failed")] if failing is PresenceKind.REGISTER else [])
     with pytest.raises(trio.BrokenResourceError):
         await hub.flush()
+
+
+async def test_hub_running_only_between_start_and_end() -> None:
+    hub = Hub()
+    assert not hub.running
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.run)
+        assert hub.running
+        nursery.cancel_scope.cancel()
+    assert not hub.running

@@ -112,17 +112,19 @@ def test_client_generate_key_16_random_bytes() -> None:
 
 # --- server: request validation (RFC 6455 section 4.2.1) ---------------------------
 
+# What the RFC's example request (section 1.2) validates to.
+RFC_REQUEST = UpgradeRequest(
+    key=RFC_KEY,
+    host="server.example.com",
+    origin="http://example.com",
+    subprotocols=("chat", "superchat"),
+    extensions=(),
+)
+
 
 def test_server_validate_rfc_example_accepted() -> None:
     """RFC 6455 section 1.2: the example request is valid."""
-    request = validate_upgrade_request(b"GET", b"1.1", request_headers())
-    assert request == UpgradeRequest(
-        key=RFC_KEY,
-        host="server.example.com",
-        origin="http://example.com",
-        subprotocols=("chat", "superchat"),
-        extensions=(),
-    )
+    assert validate_upgrade_request(b"GET", b"1.1", request_headers()) == RFC_REQUEST
 
 
 def test_server_validate_optional_headers_absent() -> None:
@@ -138,13 +140,13 @@ def test_server_validate_token_lists_case_insensitive() -> None:
     in any case, possibly over several headers."""
     headers = request_headers(upgrade=b"h2c, WebSocket", connection=b"keep-alive")
     headers.append((b"connection", b"foo,\tUPGRADE "))
-    validate_upgrade_request(b"GET", b"1.1", headers)
+    assert validate_upgrade_request(b"GET", b"1.1", headers) == RFC_REQUEST
 
 
 @pytest.mark.parametrize("version", [b"1.2", b"2", b"2.0"])
 def test_server_validate_later_http_accepted(version: bytes) -> None:
     """RFC 6455 section 4.2.1: HTTP/1.1 or higher."""
-    validate_upgrade_request(b"GET", version, request_headers())
+    assert validate_upgrade_request(b"GET", version, request_headers()) == RFC_REQUEST
 
 
 def test_server_validate_subprotocols_over_headers() -> None:

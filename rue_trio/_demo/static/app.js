@@ -18,6 +18,7 @@ let wanted = null;      // {room, name} we want to be connected to
 let attempts = 0;       // failed attempts since the last successful open
 let retryTimer = null;
 let pingTimer = null;
+let members = [];       // the room's names: the server's list on arrival, then each change
 
 function setStatus(kind, text) {
   ui.status.className = "status status-" + kind;
@@ -38,7 +39,8 @@ function addLine(className, text, from) {
   ui.messages.scrollTop = ui.messages.scrollHeight;
 }
 
-function showMembers(members) {
+function showMembers(list) {
+  members = list.slice();
   ui.count.textContent = String(members.length);
   ui.members.replaceChildren(...members.map((name) => {
     const li = document.createElement("li");
@@ -93,13 +95,20 @@ function connect() {
     } catch (err) {
       return;
     }
-    if (Array.isArray(msg.members)) showMembers(msg.members);
     switch (msg.type) {
-      case "chat":
-        addLine(msg.from === target.name ? "message mine" : "message", msg.content, msg.from);
+      case "members":  // on arrival (with our own name), and after the server resyncs
+        if (Array.isArray(msg.members)) showMembers(msg.members);
+        if (typeof msg.you === "string") target.you = msg.you;
         break;
-      case "join":
+      case "chat":
+        addLine(msg.from === (target.you || target.name) ? "message mine" : "message", msg.content, msg.from);
+        break;
+      case "join":  // a notice carries the change, not the list
+        if (!members.includes(msg.from)) showMembers([...members, msg.from]);
+        addLine("notice", msg.content);
+        break;
       case "leave":
+        showMembers(members.filter((name) => name !== msg.from));
         addLine("notice", msg.content);
         break;
       case "pong": {
