@@ -17,7 +17,11 @@ follows after ``--pause`` seconds.
 
 Collector modes, in the **server** process:
 
-* ``default``: the collector as Python ships it;
+* ``default``: as each library ships: Python's collector as it is for aiohttp; for
+  rue_trio, what ``App.serve`` sets by default (``App(tune_gc=True)``: a young threshold
+  of 100,000 and ``gc.freeze()`` at start-up and after accept bursts);
+* ``untuned``: ``App(tune_gc=False)``: the collector as Python ships it (rue_trio only;
+  aiohttp's ``default`` is the same);
 * ``freeze``: ``gc.freeze()`` once every member is connected (the objects alive then are
   never scanned again; objects made afterwards still are);
 * ``off``: ``gc.disable()`` from the start (nothing is collected: what a pause costs);
@@ -57,7 +61,7 @@ SELF = Path(__file__).resolve()
 sys.path.insert(0, str(HERE))
 
 SERVERS = ["rue_trio", "aiohttp"]
-MODES = ["default", "freeze", "off", "tuned"]
+MODES = ["default", "untuned", "freeze", "off", "tuned"]
 # "tuned": gc.freeze() once connected, and a first-generation threshold large enough that
 # the objects a broadcast makes live at once die young instead of reaching the old generation.
 TUNED_THRESHOLD = 100_000
@@ -122,7 +126,13 @@ def serve(args: argparse.Namespace) -> None:
         gc.disable()
     watch = GcWatch()
     threading.Thread(target=control, args=(watch,), daemon=True).start()
-    ns = argparse.Namespace(mode="bcast", compression=False, port=0, lifetime=args.lifetime)
+    ns = argparse.Namespace(
+        mode="bcast",
+        compression=False,
+        port=0,
+        lifetime=args.lifetime,
+        no_tune_gc=args.gc != "default",
+    )
     if args.serve in servers.TRIO_SERVERS:
         import trio
 
@@ -309,6 +319,8 @@ async def orchestrate(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for mode in args.gc.split(","):
         for name in args.servers.split(","):
+            if name == "aiohttp" and mode == "untuned":
+                continue  # the same as its default
             if name == "aiohttp" and mode != "default" and not args.aiohttp_all_modes:
                 continue
             started = time.monotonic()

@@ -358,7 +358,7 @@ async def run_aiohttp(args: argparse.Namespace) -> None:
 async def run_rue_trio(args: argparse.Namespace) -> None:
     import rue_trio
 
-    app = rue_trio.App()
+    app = rue_trio.App(tune_gc=not args.no_tune_gc)
     options = rue_options()
     if args.mode == "bcast":
         # Rue's idiom: a Hub run beside the server; each connection registered on connect;
@@ -435,6 +435,7 @@ def main() -> None:
     parser.add_argument("--server", required=True, choices=SERVERS)
     parser.add_argument("--mode", choices=["echo", "bcast"], default="echo")
     parser.add_argument("--compression", action="store_true")
+    parser.add_argument("--no-tune-gc", action="store_true", help="rue_trio: App(tune_gc=False)")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--lifetime", type=float, default=900.0, help="stop after this many s")
     args = parser.parse_args()

@@ -52,6 +52,7 @@ from typing import Final, Generic, TypeAlias, TypeVar
 
 import trio
 
+from rue_trio._gc import GcTuning
 from rue_trio._groups import single_failure
 from rue_trio.exceptions import InvalidAddressError
 from rue_trio.http import Dispatch, HTTPConnection, HTTPLimits, Router
@@ -326,6 +327,9 @@ class Server(Generic[H]):
         max_connections: the most connections served at once, or ``None``.
         shutdown_timeout: seconds requests in progress get to finish at shutdown.
         background: services started before accepting and cancelled after the drain.
+        tune_gc: while :meth:`serve_listeners` serves, raise the collector's young
+            threshold and freeze long-lived objects after accept bursts (see
+            :mod:`rue_trio._gc`); restored when it returns.
     """
 
     def __init__(
@@ -339,6 +343,7 @@ class Server(Generic[H]):
         max_connections: int | None = None,
         shutdown_timeout: float = 10.0,
         background: Sequence[BackgroundService] = (),
+        tune_gc: bool = False,
     ) -> None:
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be at least 1")
@@ -352,6 +357,7 @@ class Server(Generic[H]):
         self._max_connections = max_connections
         self._shutdown_timeout = shutdown_timeout
         self._background = tuple(background)
+        self._tune_gc = tune_gc
 
     async def serve_listeners(
         self,
@@ -378,6 +384,7 @@ class Server(Generic[H]):
         limiter = trio.Semaphore(self._max_connections) if self._max_connections else None
         background = _ShieldedNursery()
         connections = _ShieldedNursery()
+        gc_tuning = GcTuning() if self._tune_gc else None
         try:
             async with trio.open_nursery() as outer:
                 try:
@@ -385,16 +392,20 @@ class Server(Generic[H]):
                     for service in self._background:
                         await services.start(service)
                     handlers = await outer.start(connections.run)
+                    if gc_tuning is not None:
+                        gc_tuning.enter()
                     async with trio.open_nursery() as accepting:
                         for listener in listeners:
                             accepting.start_soon(
-                                self._accept_loop, listener, handlers, conns, limiter
+                                self._accept_loop, listener, handlers, conns, limiter, gc_tuning
                             )
                         task_status.started(addresses)
                 finally:
                     with trio.CancelScope(shield=True):
                         await self._shut_down(listeners, conns, connections)
                         await background.close()
+                    if gc_tuning is not None:
+                        gc_tuning.leave()
         except BaseExceptionGroup as group:
             # One failure (a background service that cannot start, an accept error)
             # comes out as itself, not wrapped in the groups of our nurseries.
@@ -443,6 +454,7 @@ class Server(Generic[H]):
         connections: trio.Nursery,
         conns: _ConnectionSet,
         limiter: trio.Semaphore | None,
+        gc_tuning: GcTuning | None,
     ) -> None:
         backoff = _AcceptBackoff()
         while True:
@@ -474,6 +486,8 @@ class Server(Generic[H]):
                 server_header=self._server_header,
             )
             conns.add(conn)
+            if gc_tuning is not None:
+                gc_tuning.accepted(len(conns.active))
             connections.start_soon(self._run_tracked, stream, conn, conns, limiter)
 
     async def _run_tracked(
