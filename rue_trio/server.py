@@ -506,16 +506,27 @@ class Server(Generic[H]):
 
     async def _run_connection(self, stream: trio.abc.Stream, conn: HTTPConnection) -> None:
         try:
-            if not isinstance(stream, trio.SSLStream) or await self._handshake(stream, conn):
-                await conn.serve(self._router, self._dispatch)
+            if isinstance(stream, trio.SSLStream):
+                handshaken = await self._handshake(stream, conn)
+                if not handshaken:
+                    return
+            await conn.serve(self._router, self._dispatch)
         except Exception:
             # Not expected (the HTTP layer handles its errors and a vanishing
             # client): log it, and never let one connection take the server down.
             _log.exception("connection from %s failed", conn.remote_address)
+            await trio.lowlevel.checkpoint()
         finally:
             # Do not wait on the client (a TLS close_notify could block): our
             # responses carry their length, except a close-delimited HTTP/1.0 stream.
-            await trio.aclose_forcefully(stream)
+            if type(stream) is trio.SocketStream:
+                # What its aclose does, without the checkpoint: in aclose_forcefully's
+                # cancelled scope that is two scopes and two task steps per
+                # connection, mostly on a socket the WebSocket already closed
+                # (profile_server.py --scenario handshake, docs/topics/performance.md).
+                stream.socket.close()
+            else:
+                await trio.aclose_forcefully(stream)
 
     async def _handshake(
         self, stream: trio.SSLStream[trio.abc.Stream], conn: HTTPConnection

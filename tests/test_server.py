@@ -616,3 +616,18 @@ async def test_server_shutdown_answers_new_upgrades_503() -> None:
             assert reply.headers["retry-after"] == "1"
             await stream.aclose()
             await done.wait()
+
+
+async def test_server_upgraded_route_returning_without_close_gets_socket_closed() -> None:
+    app = App()
+
+    async def take(c: Context) -> None:
+        await c.switch_protocols(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+
+    app.get("/take", take)
+    async with running(app) as (port, _, _):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(b"GET /take HTTP/1.1\r\nhost: x\r\n\r\n")
+            received = await read_until_eof(stream)
+    assert received == b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
