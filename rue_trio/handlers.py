@@ -32,6 +32,7 @@ from .exceptions import ConnectionClosed, ConnectionClosedError, HandshakeError
 from .hub import Hub
 from .protocol import (
     DeflateConfig,
+    DeflateParams,
     MessageType,
     PerMessageDeflate,
     Protocol,
@@ -68,6 +69,18 @@ OnError: TypeAlias = Callable[[WebSocketConn, BaseException], Awaitable[None] | 
 """``on_error(conn, exc)``: a callback's exception, or what broke the connection."""
 
 _DEFAULT_CONFIG = ConnectionConfig()
+
+#: What an accepted handshake hands to the connection's run: the stream, the bytes the
+#: client sent after its request, the subprotocol, the permessage-deflate parameters,
+#: the identity from ``authenticate``, the client's address.
+_Accepted: TypeAlias = tuple[
+    trio.abc.Stream,
+    bytes,
+    "str | None",
+    "DeflateParams | None",
+    "Identity | None",
+    "tuple[str, int] | None",
+]
 
 SERVER_DEFLATE = DeflateConfig(server_no_context_takeover=True, client_max_window_bits=12)
 """The server's permessage-deflate settings for ``compression=True``.
@@ -167,64 +180,18 @@ class WebSocketHandler:
         within the close timeout, runs ``on_close``, then lets ``Cancelled`` propagate.
         """
         try:
-            await self._handle(c)
+            accepted = await self._accept(c)
         finally:
             # A 101 is counted when it is sent; a refusal once it is answered.
             if c.status is not None and c.status != 101:
                 TALLY.handshakes[c.status] += 1
-
-    async def _handle(self, c: Context) -> None:
-        request = c.request
-        if c.shutting_down:
-            await c.respond(503, b"server shutting down\n", headers=[("retry-after", "1")])
+        if accepted is None:
             return
-        if request.header("upgrade") is None:
-            # RFC 7231 section 6.5.15 / RFC 6455 section 4.2.2: say which protocol to use.
-            await c.respond(
-                426,
-                b"this endpoint speaks WebSocket only\n",
-                headers=[("upgrade", "websocket"), ("connection", "Upgrade")],
-            )
-            return
-        if request.body:
-            # RFC 6455 section 4.1: the opening handshake is a GET without a body.
-            await c.respond(400, b"a WebSocket upgrade request has no body\n")
-            return
-        try:
-            handshake = self._handshake(request)
-        except HandshakeError as exc:
-            await c.respond(exc.status_code, f"{exc}\n".encode(), headers=exc.headers)
-            return
-        origin = handshake.request.origin
-        allowed = self.allowed_origins
-        if allowed is not None and origin is not None and origin not in allowed:
-            await c.respond(403, b"origin not allowed\n")
-            return
-        identity = None
-        response = handshake.response
-        if self.authenticate is not None:
-            outcome = await authenticate_request(self.authenticate, c)
-            if isinstance(outcome, Refusal):
-                if isinstance(outcome.body, str):
-                    text = (("content-type", "text/plain; charset=utf-8"), *outcome.headers)
-                    await c.respond(outcome.status, outcome.body.encode(), headers=text)
-                else:
-                    await c.respond(outcome.status, outcome.body, headers=outcome.headers)
-                return
-            identity = outcome
-            if identity.headers:
-                extra = [_header_bytes(field) for field in identity.headers]
-                response = self._handshake(request, extra).response
-        subprotocol, deflate_params = handshake.subprotocol, handshake.deflate_params
-        # Read from the full request (its proxy headers), before the light copy replaces it.
-        client = c.remote_address
-        stream, trailing_data = await c.switch_protocols(response)
-        TALLY.handshakes[101] += 1
-        # This frame lives as long as the connection: it keeps neither the handshake
-        # (the offered subprotocols and extensions may fill a head) nor the full
-        # request, only the light copy the context now holds.
-        del handshake, response
-        request = c.request
+        # The connection runs in this frame: _accept's (with the handshake, whose offered
+        # subprotocols and extensions may fill a head, and the full request) is gone.
+        stream, trailing_data, subprotocol, deflate_params, identity, client = accepted
+        del accepted
+        request = c.request  # the light copy switch_protocols left
         deflate = None
         if deflate_params is not None:
             assert self.compression is not None
@@ -293,6 +260,62 @@ class WebSocketHandler:
                 with trio.move_on_after(_CLEANUP_TIMEOUT) as scope:
                     scope.shield = True
                     await self._call_safely(self.on_close, connected)
+
+    async def _accept(self, c: Context) -> _Accepted | None:
+        """Answer the handshake: a refusal (``None``), or the 101 and what the run needs."""
+        request = c.request
+        if c.shutting_down:
+            await c.respond(503, b"server shutting down\n", headers=[("retry-after", "1")])
+            return None
+        if request.header("upgrade") is None:
+            # RFC 7231 section 6.5.15 / RFC 6455 section 4.2.2: say which protocol to use.
+            await c.respond(
+                426,
+                b"this endpoint speaks WebSocket only\n",
+                headers=[("upgrade", "websocket"), ("connection", "Upgrade")],
+            )
+            return None
+        if request.body:
+            # RFC 6455 section 4.1: the opening handshake is a GET without a body.
+            await c.respond(400, b"a WebSocket upgrade request has no body\n")
+            return None
+        try:
+            handshake = self._handshake(request)
+        except HandshakeError as exc:
+            await c.respond(exc.status_code, f"{exc}\n".encode(), headers=exc.headers)
+            return None
+        origin = handshake.request.origin
+        allowed = self.allowed_origins
+        if allowed is not None and origin is not None and origin not in allowed:
+            await c.respond(403, b"origin not allowed\n")
+            return None
+        identity = None
+        response = handshake.response
+        if self.authenticate is not None:
+            outcome = await authenticate_request(self.authenticate, c)
+            if isinstance(outcome, Refusal):
+                if isinstance(outcome.body, str):
+                    text = (("content-type", "text/plain; charset=utf-8"), *outcome.headers)
+                    await c.respond(outcome.status, outcome.body.encode(), headers=text)
+                else:
+                    await c.respond(outcome.status, outcome.body, headers=outcome.headers)
+                return None
+            identity = outcome
+            if identity.headers:
+                extra = [_header_bytes(field) for field in identity.headers]
+                response = self._handshake(request, extra).response
+        # Read from the full request (its proxy headers), before the light copy replaces it.
+        client = c.remote_address
+        stream, trailing_data = await c.switch_protocols(response)
+        TALLY.handshakes[101] += 1
+        return (
+            stream,
+            trailing_data,
+            handshake.subprotocol,
+            handshake.deflate_params,
+            identity,
+            client,
+        )
 
     def _handshake(
         self, request: Request, extra_headers: Sequence[tuple[bytes, bytes]] = ()
