@@ -311,7 +311,7 @@ class HTTPConnection:
                     if received is None:
                         return
                     first = False
-                    event, body = received
+                    event, headers, body = received
                     method = _METHODS.get(event.method) or event.method.decode("ascii")
                     target = event.target.decode("utf-8", "replace")
                     try:
@@ -335,13 +335,13 @@ class HTTPConnection:
                             "1.1"
                             if event.http_version == b"1.1"
                             else event.http_version.decode("ascii"),
-                            tuple(event.headers),
+                            headers,
                             lookup.params if type(lookup) is RouteMatch else _EMPTY_PARAMS,
                             self.remote_address,
                             body,
                         )
                     ]
-                    del received, event, body, target
+                    del received, event, headers, body, target
                     try:
                         await dispatch(self, handover.pop(), lookup)
                     except Exception:
@@ -379,7 +379,9 @@ class HTTPConnection:
             self.client_gone = True
             await trio.lowlevel.checkpoint()
 
-    async def _read_request(self, first: bool) -> tuple[h11.Request, bytes] | None:
+    async def _read_request(
+        self, first: bool
+    ) -> tuple[h11.Request, tuple[tuple[bytes, bytes], ...], bytes] | None:
         """Read one request, head and body; ``None`` when the connection should end.
 
         The read runs under a deadline set on the connection's scope (cheaper than a
@@ -411,6 +413,7 @@ class HTTPConnection:
             h.receive_data(cast(bytes, data))
             buffered = len(data)
         event_request: h11.Request | None = None
+        headers: tuple[tuple[bytes, bytes], ...] = ()
         length_checked = False
         body: list[bytes] = []
         body_size = 0
@@ -450,7 +453,9 @@ class HTTPConnection:
                     and buffered - len(h.trailing_data[0]) > limits.max_header_size
                 ):
                     raise _Reject(431)
-                self._check_head(event)
+                # Iterated once: h11's Headers is a Sequence (two calls per field).
+                headers = tuple(event.headers)
+                self._check_head(event, headers)
                 event_request = event
             else:
                 # ConnectionClosed or PAUSED: h11 yields neither once bytes of a
@@ -458,11 +463,10 @@ class HTTPConnection:
                 return None
         scope.deadline = math.inf
         assert event_request is not None
-        return event_request, body[0] if len(body) == 1 else b"".join(body)
+        return event_request, headers, body[0] if len(body) == 1 else b"".join(body)
 
-    def _check_head(self, event: h11.Request) -> None:
+    def _check_head(self, event: h11.Request, headers: tuple[tuple[bytes, bytes], ...]) -> None:
         """Refuse a head h11 accepts but this server does not (see the module docstring)."""
-        headers = event.headers
         if len(headers) > self._limits.max_header_count:
             raise _Reject(431)
         version = event.http_version
