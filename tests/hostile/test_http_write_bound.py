@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from rue_trio.app import App, Context, Next
 from rue_trio.http import HTTPLimits
@@ -73,3 +74,32 @@ async def test_http_client_never_reading_response_is_dropped(route: str, tmp_pat
 def test_http_limits_write_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="write_timeout"):
         HTTPLimits(write_timeout=0)
+
+
+async def test_http_client_never_reading_its_101_is_dropped(autojump_clock: object) -> None:
+    from rue_trio.handlers import WebSocketHandler
+
+    app = App(limits=HTTPLimits(write_timeout=5))
+    handler = WebSocketHandler()
+    outcome: list[BaseException | None] = []
+
+    async def ws(c: Context) -> None:
+        try:
+            await handler.handle(c)
+        except BaseException as exc:
+            outcome.append(exc)
+            raise
+        outcome.append(None)
+
+    app.get("/ws", ws)
+    client, server = trio.testing.lockstep_stream_pair()
+    with trio.fail_after(6):  # the write bound, and no more
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(app.serve_stream, server)
+            await client.send_all(
+                b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            # The client reads nothing: the 101 cannot be written; serve_stream returns.
+    assert len(outcome) == 1
+    assert trio.current_time() >= 5
