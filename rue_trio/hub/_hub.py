@@ -27,15 +27,16 @@ registers or joins, together with its bound ``_hub_offer`` method, so the delive
 does no attribute lookups and no allocation per member. Members with the :data:`PLAIN`
 key get one frame made by :func:`rue_trio.protocol.encode_message`; each other shared key
 gets one frame made by its first member's :meth:`Member._hub_encode`; members with key
-``None`` get a frame each (ARCHITECTURE invariant 3: encode once; every member of a
+``None`` get a frame each (docs/topics/design.md, "Encode once": every member of a
 group receives the very same ``bytes`` object).
 
 Slow consumers. The actor offers each frame with ``_hub_offer`` and never waits for a
-member (ARCHITECTURE invariant 4). :class:`trio.WouldBlock` means the member's bounded
-outbound queue is full: under the ``"close"`` policy the member is removed from the hub
-and all its rooms at once and asked to close with 1008 (RFC 6455 section 7.4.1, policy
-violation); under ``"drop"`` that one frame is dropped for that member and counted. A
-member that is closing (``ClosedResourceError``, ``BrokenResourceError``, or
+member (docs/topics/design.md, "The hub never waits on one client").
+:class:`trio.WouldBlock` means the member's bounded outbound queue is full: under the
+``"close"`` policy the member is removed from the hub and all its rooms at once and
+asked to close with 1008 (RFC 6455 section 7.4.1, policy violation); under ``"drop"``
+that one frame is dropped for that member and counted. A member that is closing
+(``ClosedResourceError``, ``BrokenResourceError``, or
 :class:`~rue_trio.exceptions.ConnectionClosed` from ``encode``) is forgotten. Failures
 are collected during the loop and settled after it, so the others get the frame first.
 

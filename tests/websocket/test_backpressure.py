@@ -71,7 +71,7 @@ async def test_client_reads_slowly_server_send_rate_follows(autojump_clock: Mock
 async def test_server_ping_flood_from_a_peer_that_never_reads_stays_bounded(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Invariant 2: pings from a peer that reads nothing cannot grow our queue without bound.
+    """Bounded everything (design.md): a peer reading nothing cannot grow our queue by pings.
 
     RFC 6455 section 5.5.3: answering the most recent ping is enough, so at most one pong
     waits in the outbound queue while the writer is blocked on the peer.
