@@ -13,24 +13,29 @@ from typing import TypeVar, overload
 
 import trio
 
+from rue_trio._listen import (
+    BIND_ERRNOS,
+    bind_error,
+    bind_failure,
+    check_host,
+    open_listeners,
+    open_unix_listener,
+    parse_address,
+)
 from rue_trio._proxies import parse_proxies
 from rue_trio._workers import supervise_workers, worker_port
 from rue_trio.app._context import Chain, Context, Middleware, RouteFunction, endpoint
 from rue_trio.app._middleware import recovery, request_logger
 from rue_trio.app._run import (
-    BIND_ERRNOS,
     Reporting,
-    bind_error,
-    bind_failure,
     configure_default_logging,
     run_ungrouped,
     run_until_signal,
-    unix_listener,
 )
 from rue_trio.app._static import static_route
 from rue_trio.exceptions import InvalidAddressError
 from rue_trio.http import ALL_METHODS, HTTPConnection, HTTPLimits, Lookup, Request, Router
-from rue_trio.server import BackgroundService, Server, check_host, open_listeners, parse_address
+from rue_trio.server import BackgroundService, Server
 
 R = TypeVar("R", bound=RouteFunction)
 
@@ -317,7 +322,7 @@ class App:
         """
         server = self._server(max_connections=max_connections)
         name = os.fspath(path)
-        listener = await unix_listener(name, mode, backlog)
+        listener = await open_unix_listener(name, mode, backlog)
         try:
             await server.serve_listeners(
                 [listener], task_status=Reporting(task_status, lambda _: name)

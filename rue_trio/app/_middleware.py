@@ -7,8 +7,8 @@ import time
 
 import trio
 
+from rue_trio._listen import format_address
 from rue_trio.app._context import Context, Next
-from rue_trio.server import format_address
 
 _http_log = logging.getLogger("rue_trio.http")
 

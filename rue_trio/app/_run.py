@@ -1,23 +1,18 @@
-"""Running an app as a program: signals, Unix socket listeners, bind errors, logging setup."""
+"""Running an app as a program: signals, a failure raised as itself, logging setup."""
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import signal
-import socket
 import ssl
-import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import trio
 
 from rue_trio._groups import single_failure
+from rue_trio._listen import format_address
 from rue_trio._workers import exit_with_parent, force_exit
-from rue_trio.exceptions import BindError
-from rue_trio.server import format_address
 
 if TYPE_CHECKING:
     from rue_trio.app._app import App
@@ -114,38 +109,6 @@ class Reporting(Generic[S]):
         self._status.started(self._transform(value))
 
 
-async def unix_listener(path: str, mode: int | None, backlog: int | None) -> trio.SocketListener:
-    """A listening Unix socket at ``path``, replacing a stale socket file."""
-    if stat.S_ISSOCK(_mode_of(path)):
-        probe = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-        with probe:
-            try:
-                await probe.connect(path)
-            except OSError:
-                os.unlink(path)  # nobody answers: a socket left by a server that died
-            else:
-                message = f"cannot listen on unix:{path}: a server is answering there"
-                raise bind_error(message, errno.EADDRINUSE)
-    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-    try:
-        await sock.bind(path)
-        if mode is not None:
-            os.chmod(path, mode)
-        sock.listen(backlog if backlog is not None else 0xFFFF)
-    except OSError as exc:
-        sock.close()
-        message = f"cannot listen on unix:{path}: {exc.strerror or exc}"
-        raise bind_error(message, exc.errno) from exc
-    return trio.SocketListener(sock)
-
-
-def _mode_of(path: str) -> int:
-    try:
-        return os.stat(path).st_mode
-    except OSError:
-        return 0
-
-
 def run_ungrouped(main: Callable[[], Awaitable[object]]) -> None:
     """``trio.run(main)``, raising a single failure as itself rather than in a group."""
     try:
@@ -155,33 +118,6 @@ def run_ungrouped(main: Callable[[], Awaitable[object]]) -> None:
         if failure is None:
             raise
         raise failure from failure.__cause__
-
-
-def bind_error(message: str, code: int | None) -> BindError:
-    error = BindError(message)
-    error.errno = code
-    return error
-
-
-# The errors of bind(2) that bind_failure explains.
-BIND_ERRNOS: Final = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
-
-
-def bind_failure(host: str | None, port: int, exc: OSError) -> str:
-    """One line that says why ``host:port`` cannot be listened on, and what to do."""
-    where = f"cannot listen on {format_address(host, port) if host else f':{port}'}"
-    if isinstance(exc, socket.gaierror):
-        return f"{where}: unknown host {host!r} ({exc.strerror})"
-    if exc.errno == errno.EADDRINUSE:
-        return f"{where}: the address is in use (stop the other server or choose another port)"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return (
-            f"{where}: no interface of this machine has that address "
-            "(use 127.0.0.1, or ':PORT' for every interface)"
-        )
-    if exc.errno == errno.EACCES:
-        return f"{where}: permission denied (ports below 1024 need privileges; choose another)"
-    return f"{where}: {exc.strerror or exc}"
 
 
 # The format App.run gives logging when the application configured none.
