@@ -27,7 +27,18 @@ from .exceptions import (
 )
 from .handlers import WebSocketHandler
 from .http import Request
-from .hub import Hub, HubStatistics, PresenceEvent, PresenceKind
+from .hub import (
+    HistoryConfig,
+    HistoryMessage,
+    HistoryPage,
+    Hub,
+    HubStatistics,
+    PresenceEvent,
+    PresenceKind,
+    StreamPosition,
+    UserEvent,
+)
+from .live import LiveHandler, Refused
 from .protocol import DeflateConfig, Message, MessageType
 from .websocket import ConnectionConfig, ConnectionStatistics, WebSocketConn
 
@@ -54,6 +65,9 @@ __all__ = [
     "Context",
     "DeflateConfig",
     "HandshakeError",
+    "HistoryConfig",
+    "HistoryMessage",
+    "HistoryPage",
     "Hub",
     "HubStatistics",
     "Identity",
@@ -61,6 +75,7 @@ __all__ = [
     "InvalidPayloadError",
     "InvalidStatusError",
     "InvalidURIError",
+    "LiveHandler",
     "Message",
     "MessageTooBigError",
     "MessageType",
@@ -69,10 +84,13 @@ __all__ = [
     "PresenceKind",
     "ProtocolError",
     "Refusal",
+    "Refused",
     "Request",
     "RueTrioError",
     "StartupError",
+    "StreamPosition",
     "TextMessage",
+    "UserEvent",
     "WebSocketConn",
     "WebSocketHandler",
     "__version__",

@@ -26,6 +26,7 @@ import trio
 
 from rue_trio import App, Hub
 from rue_trio._demo import make_app
+from rue_trio._demo._live import make_live
 from rue_trio._groups import single_failure
 from rue_trio._listen import format_address
 from rue_trio.exceptions import RueTrioError
@@ -109,14 +110,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    hub = None
+    hub = live = None
     if args.redis is not None:
         try:
             from rue_trio.backplane.redis import RedisBackplane
+            from rue_trio.backplane.streams import RedisStreams
+            from rue_trio.backplane.users import RedisUsers
         except ImportError:
             parser.error("--redis needs the redis extra: pip install -e '.[redis]' in a checkout")
         hub = Hub(backplane=RedisBackplane(args.redis, namespace=_NAMESPACE))
-    app = make_app(hub)
+        # The /live rooms: their own channels, their history in Redis Streams, and who is
+        # in them across the workers.
+        live_namespace = f"{_NAMESPACE}:live"
+        live = make_live(
+            RedisBackplane(args.redis, namespace=live_namespace),
+            RedisStreams(args.redis, namespace=live_namespace),
+            # A heartbeat a second: another worker's arrivals are told within one.
+            RedisUsers(args.redis, namespace=live_namespace, heartbeat_interval=1.0),
+        )
+    app = make_app(hub, live)
     if args.workers > 1:
         # Each worker runs this same command line again and serves the shared port.
         app.run(format_address(args.host, args.port), workers=args.workers)

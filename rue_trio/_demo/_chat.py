@@ -45,6 +45,7 @@ from rue_trio import (
     App,
     Context,
     Hub,
+    LiveHandler,
     MessageType,
     PresenceEvent,
     PresenceKind,
@@ -101,13 +102,15 @@ class ChatDemo:
         hub: the hub to use (one with a backplane, for several processes); a new
             in-process :class:`~rue_trio.Hub` by default. It must not be running yet:
             the app runs it.
+        live: the handler of the ``/live`` page and protocol (``_live.make_live``); a new
+            in-process one by default.
 
     Attributes:
         app: the app to serve; it runs the hub and the presence task itself.
         hub: the hub.
     """
 
-    def __init__(self, hub: Hub | None = None) -> None:
+    def __init__(self, hub: Hub | None = None, live: LiveHandler | None = None) -> None:
         self.hub = hub if hub is not None else Hub()
         self._names: dict[str, str] = {}
         # The room each named connection is in, and the names taken in each room.
@@ -121,12 +124,17 @@ class ChatDemo:
         app.get("/health", self._health)
         app.static("/static", STATIC_DIR)
         app.get("/ws/:room", self._websocket)
+        # Imported here: the /live module builds on this one's names and limits.
+        from ._live import make_live, mount_live
+
+        live = live if live is not None else make_live()
+        mount_live(app, live)
         try:
             from rue_trio.metrics import metrics_endpoint
         except ImportError:  # without the metrics extra: no /metrics
             pass
         else:
-            app.get("/metrics", metrics_endpoint(hubs={"chat": self.hub}))
+            app.get("/metrics", metrics_endpoint(hubs={"chat": self.hub, "live": live.hub}))
 
     def names(self, room: str) -> list[str]:
         """Return the names of the members of ``room``, in the order they joined."""
@@ -300,14 +308,16 @@ class ChatDemo:
         await trio.lowlevel.checkpoint()
 
 
-def make_app(hub: Hub | None = None) -> App:
+def make_app(hub: Hub | None = None, live: LiveHandler | None = None) -> App:
     """Build the chat demo's app.
 
     Args:
         hub: see :class:`ChatDemo`.
+        live: see :class:`ChatDemo`.
 
     Returns:
         The app: ``GET /`` (the page), ``/static/*``, ``/health``, ``/ws/:room``, and
-        ``/metrics`` when ``prometheus_client`` is installed (the ``metrics`` extra).
+        ``/live`` with ``/live.js``, and ``/metrics`` when ``prometheus_client`` is
+        installed (the ``metrics`` extra).
     """
-    return ChatDemo(hub).app
+    return ChatDemo(hub, live).app

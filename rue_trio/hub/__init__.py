@@ -15,9 +15,14 @@ from ._backplane import (
     pack_envelope,
     unpack_envelope,
 )
+from ._directory import UserDirectory, UserEventSink
 from ._events import HubStatistics, PresenceEvent, PresenceKind
+from ._framing import Frame, RoomFraming
+from ._history import HistoryConfig, HistoryMessage, HistoryPage, HistoryRule, StreamPosition
 from ._hub import Hub
 from ._member import PLAIN, Member
+from ._streams import HistoryStream, Sequenced, SequencedSink
+from ._users import UserEvent
 
 __all__ = [
     "PLAIN",
@@ -25,11 +30,24 @@ __all__ = [
     "BackplaneSink",
     "BackplaneStatistics",
     "Envelope",
+    "Frame",
+    "HistoryConfig",
+    "HistoryMessage",
+    "HistoryPage",
+    "HistoryRule",
+    "HistoryStream",
     "Hub",
     "HubStatistics",
     "Member",
     "PresenceEvent",
     "PresenceKind",
+    "RoomFraming",
+    "Sequenced",
+    "SequencedSink",
+    "StreamPosition",
+    "UserDirectory",
+    "UserEvent",
+    "UserEventSink",
     "pack_envelope",
     "unpack_envelope",
 ]

@@ -65,20 +65,26 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import AsyncIterator, Callable, Hashable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from contextlib import asynccontextmanager
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import trio
 import trio.lowlevel
 
 from rue_trio._groups import single_failure
-from rue_trio.exceptions import ConnectionClosed
+from rue_trio.exceptions import BackplaneError, ConnectionClosed
 from rue_trio.protocol import MessageType, encode_message
 
 from ._backplane import Backplane, Envelope
+from ._directory import UserDirectory
 from ._events import HubStatistics, PresenceEvent, PresenceKind
+from ._framing import Frame, RoomFraming
+from ._history import HistoryPage, HistoryRule, StreamPosition, _Histories
 from ._member import PLAIN, Member
+from ._streams import HistoryStream, Sequenced
+from ._users import UserEvent, _Users
 
 __all__ = ["Hub"]
 
@@ -156,7 +162,7 @@ class _Audience:
 
 
 class _Broadcast:
-    __slots__ = ("data", "exclude", "remote", "room", "type")
+    __slots__ = ("data", "exclude", "framed", "position", "remote", "room", "type")
 
     def __init__(
         self,
@@ -165,6 +171,8 @@ class _Broadcast:
         room: str | None,
         exclude: str | None,
         remote: bool = False,
+        framed: bool = False,
+        position: StreamPosition | None = None,
     ) -> None:
         self.type = type
         self.data = data
@@ -172,6 +180,10 @@ class _Broadcast:
         self.exclude = exclude
         # Came from another node over the backplane: deliver here, never publish again.
         self.remote = remote
+        # Made by the hub itself (a user notice): neither numbered nor framed again.
+        self.framed = framed
+        # Numbered by the history stream (or _LOCAL: it could not, number it here).
+        self.position = position
 
 
 class _Op(enum.Enum):
@@ -188,7 +200,7 @@ _HARMLESS_WHEN_STOPPED: Final = frozenset({_Op.UNREGISTER, _Op.LEAVE})
 
 
 class _Control:
-    __slots__ = ("done", "error", "member", "op", "room", "subscriber")
+    __slots__ = ("done", "error", "member", "op", "page", "room", "seed", "since", "subscriber")
 
     def __init__(
         self,
@@ -196,16 +208,29 @@ class _Control:
         member: Member | None = None,
         room: str | None = None,
         subscriber: trio.MemorySendChannel[PresenceEvent] | None = None,
+        since: StreamPosition | None = None,
+        seed: HistoryPage | None = None,
     ) -> None:
         self.op = op
         self.member = member
         self.room = room
         self.subscriber = subscriber
+        self.since = since
+        # What the history stream holds after ``since``, read just before this join.
+        self.seed = seed
+        self.page: HistoryPage = _NO_PAGE
         self.done: trio.Event | None = None
         self.error: Exception | None = None
 
 
 _Command = _Broadcast | _Control
+
+# What a join answers in a hub without history and framing: nothing to catch up on.
+_NO_PAGE: Final = HistoryPage("", 0)
+# The seed of a join whose history stream could not be read: recovery cannot be sure.
+_UNSURE: Final = HistoryPage("", 0, (), recovered=False)
+# The position of a broadcast the history stream could not number: this hub numbers it.
+_LOCAL: Final = StreamPosition("", 0)
 
 
 def _offer(
@@ -312,6 +337,23 @@ class Hub:
             after the change. It must not block; an exception it raises is logged and
             counted (``hook_errors``) and the hub goes on. It may call the ``_nowait``
             commands and the queries.
+        history: which rooms keep their last messages, numbered, so that members can
+            catch up (:meth:`join` with ``since``, :meth:`history`): a
+            :class:`HistoryConfig` for every room, a function from the room name to a
+            config or ``None``, or ``None`` (the default) for no history.
+        framing: how room broadcasts, join answers and user notices are wrapped for a
+            wire protocol (:class:`RoomFraming`); ``None`` delivers payloads as they are
+            and sends no notices.
+        on_user: called by the hub's task with each :class:`UserEvent` (a user's first
+            member joined a room, or their last left it); as ``on_presence``.
+        history_stream: shares room history with the hubs of other processes (see
+            :class:`HistoryStream`, e.g. ``RedisStreams``): offsets then come from
+            the broker, the same on every node. Rooms without history are unaffected.
+        user_directory: shares who is in which room with the hubs of other processes
+            (see :class:`UserDirectory`, e.g. ``RedisUsers``), so that
+            :meth:`presence` answers for the whole cluster and the framing's user
+            notices say when a user arrives in or leaves the cluster's room (the
+            ``on_user`` callback still hears this hub's own members).
         high_water: bytes queued for one member above which the hub lets the members'
             writers run before its next command (after at most a quarter of this much
             more payload), so a burst is paced by the sockets and members that read
@@ -336,6 +378,11 @@ class Hub:
         remote_buffer: int = 4096,
         high_water: int = 64 * 1024,
         max_room_bytes: int = 1024,
+        history: HistoryRule = None,
+        framing: RoomFraming | None = None,
+        on_user: Callable[[UserEvent], None] | None = None,
+        history_stream: HistoryStream | None = None,
+        user_directory: UserDirectory | None = None,
     ) -> None:
         if policy not in ("close", "drop"):
             raise ValueError(f"policy must be 'close' or 'drop', not {policy!r}")
@@ -375,6 +422,17 @@ class Hub:
         self._hook_errors = 0
         self._backplane_errors = 0
         self._member_errors = 0
+        self._histories = _Histories(history)
+        self._stream = history_stream if history is not None else None
+        self._origin = backplane.node_id if backplane is not None else uuid.uuid4().bytes
+        self._directory = user_directory
+        self._framing = framing
+        self._on_user = on_user
+        self._users = _Users()
+        # Rooms whose broadcasts the actor numbers or wraps before delivering them.
+        self._remembers = history is not None or framing is not None
+        # User notices made during a command, delivered once it is done.
+        self._notices: list[tuple[str, Frame]] = []
 
     @property
     def running(self) -> bool:
@@ -422,7 +480,7 @@ class Hub:
         self._started = True
         backplane = self._backplane
         try:
-            if backplane is None:
+            if backplane is None and self._stream is None and self._directory is None:
                 task_status.started()
                 await self._serve()
             else:
@@ -464,12 +522,25 @@ class Hub:
                     break
                 apply(command)
 
-    async def _run_joined(self, backplane: Backplane, task_status: trio.TaskStatus[None]) -> None:
+    async def _run_joined(
+        self, backplane: Backplane | None, task_status: trio.TaskStatus[None]
+    ) -> None:
         remote_send, remote_receive = trio.open_memory_channel[Envelope](self._remote_buffer)
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(self._run_backplane, backplane, remote_send)
-                nursery.start_soon(self._forward, remote_receive)
+                if backplane is not None:
+                    await nursery.start(self._run_backplane, backplane.run, remote_send)
+                    nursery.start_soon(self._forward, remote_receive)
+                if self._stream is not None:
+                    numbered_send, numbered = trio.open_memory_channel[Sequenced](
+                        self._remote_buffer
+                    )
+                    await nursery.start(self._run_backplane, self._stream.run, numbered_send)
+                    nursery.start_soon(self._forward_numbered, numbered)
+                if self._directory is not None:
+                    users_send, users = trio.open_memory_channel[UserEvent](self._remote_buffer)
+                    await nursery.start(self._run_backplane, self._directory.run, users_send)
+                    nursery.start_soon(self._forward_users, users)
                 task_status.started()
                 await self._serve()
         except BaseExceptionGroup as group:
@@ -481,17 +552,18 @@ class Hub:
 
     async def _run_backplane(
         self,
-        backplane: Backplane,
-        remote: trio.MemorySendChannel[Envelope],
+        run: Callable[..., Awaitable[None]],
+        sink: object,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        # A backplane that cannot start fails run() (the caller must know); one that
-        # fails later leaves this hub serving its own members, logged and counted.
+        # A backplane (or history stream, or user directory) that cannot start fails
+        # run() (the caller must know); one that fails later leaves this hub serving its
+        # own members, logged and counted.
         running = False
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(backplane.run, remote)
+                await nursery.start(run, sink)
                 running = True
                 task_status.started()
         except Exception as exc:
@@ -524,6 +596,41 @@ class Hub:
         except trio.BrokenResourceError:
             await trio.lowlevel.checkpoint()
 
+    async def _forward_numbered(self, numbered: trio.MemoryReceiveChannel[Sequenced]) -> None:
+        # As _forward, for the room broadcasts the history stream numbered (ours too).
+        send = self._inbox_send.send
+        try:
+            async for item in numbered:
+                envelope = item.envelope
+                position = _LOCAL if item.position is None else item.position
+                await send(
+                    _Broadcast(
+                        envelope.type,
+                        envelope.data,
+                        envelope.room,
+                        envelope.exclude,
+                        remote=True,
+                        position=position,
+                    )
+                )
+        except trio.BrokenResourceError:
+            await trio.lowlevel.checkpoint()
+
+    async def _forward_users(self, users: trio.MemoryReceiveChannel[UserEvent]) -> None:
+        # The directory's cluster-wide user events become notices to this node's members.
+        send = self._inbox_send.send
+        framing = self._framing
+        try:
+            async for event in users:
+                notice = None if framing is None else framing.user(event)
+                if notice is None:
+                    await trio.lowlevel.checkpoint()
+                    continue
+                type_, data = notice
+                await send(_Broadcast(type_, data, event.room, None, remote=True, framed=True))
+        except trio.BrokenResourceError:
+            await trio.lowlevel.checkpoint()
+
     def _apply(self, command: _Command) -> None:
         if isinstance(command, _Broadcast):
             self._broadcast(command)
@@ -535,7 +642,7 @@ class Hub:
             elif op is _Op.JOIN:
                 entry = self._register(command)
                 if entry is not None:
-                    self._join(command.room, entry)
+                    self._join(command.room, entry, command)
             elif op is _Op.UNREGISTER:
                 entry = self._lookup(command.member)
                 if entry is not None:
@@ -547,6 +654,8 @@ class Hub:
             elif op is _Op.SUBSCRIBE:
                 assert command.subscriber is not None
                 self._subscribers.append(command.subscriber)
+            if self._notices:
+                self._announce()
         except BaseException:
             # The hub is failing (a bug, or cancellation): the caller must not wait on.
             if op not in _HARMLESS_WHEN_STOPPED:
@@ -559,6 +668,13 @@ class Hub:
     def _broadcast(self, command: _Broadcast) -> None:
         self._broadcasts += 1
         room = command.room
+        type_ = command.type
+        data = command.data
+        if room is not None and self._remembers and not command.framed:
+            framed = self._remember(command, room)
+            if framed is None:
+                return  # the history stream numbers it; delivered when it comes back
+            type_, data = framed
         backplane = self._backplane
         if backplane is not None and not command.remote:
             self._tell_backplane(
@@ -568,8 +684,6 @@ class Hub:
         audience = self._everyone if room is None else self._rooms.get(room)
         if audience is None:
             return
-        type_ = command.type
-        data = command.data
         skip = command.exclude
         failed: list[tuple[str, int]] = []
         offered = 0
@@ -599,6 +713,8 @@ class Hub:
         self._deliveries += offered - len(failed)
         if failed:
             self._settle(failed)
+            if self._notices and not command.framed:
+                self._announce()
 
     def _settle(self, failed: list[tuple[str, int]]) -> None:
         evict = self._policy == "close"
@@ -659,18 +775,27 @@ class Hub:
         self._emit(PresenceKind.REGISTER, member_id, None)
         return entry
 
-    def _join(self, room: str | None, entry: _Entry) -> None:
+    def _join(self, room: str | None, entry: _Entry, command: _Control) -> None:
         assert room is not None
         if room in entry.rooms:
+            return
+        remembers = self._remembers or command.since is not None
+        if remembers and not self._catch_up(room, entry, command):
             return
         audience = self._rooms.get(room)
         if audience is None:
             audience = self._rooms[room] = _Audience()
             if self._backplane is not None:
                 self._tell_backplane(self._backplane.subscribe_room, room)
+            if self._stream is not None and self._histories.config(room) is not None:
+                self._tell_backplane(self._stream.follow, room)
         audience.add(entry)
         entry.rooms[room] = None
         self._emit(PresenceKind.JOIN, entry.id, room)
+        self._user_changed(self._users.join(room, entry.member, entry.id))
+        if self._directory is not None:
+            user, meta = self._users.member(room, entry.id)
+            self._tell_backplane(self._directory.joined, room, entry.id, user, meta)
 
     def _leave(self, room: str | None, entry: _Entry) -> None:
         assert room is not None
@@ -683,7 +808,12 @@ class Hub:
             del self._rooms[room]
             if self._backplane is not None:
                 self._tell_backplane(self._backplane.unsubscribe_room, room)
+            if self._stream is not None and self._histories.config(room) is not None:
+                self._tell_backplane(self._stream.unfollow, room)
         self._emit(PresenceKind.LEAVE, entry.id, room)
+        if self._directory is not None:
+            self._tell_backplane(self._directory.left, room, entry.id)
+        self._user_changed(self._users.leave(room, entry.id))
 
     def _remove(self, entry: _Entry) -> None:
         for room in list(entry.rooms):
@@ -722,6 +852,94 @@ class Hub:
         if gone:
             self._subscribers = [s for s in subscribers if s not in gone]
 
+    # ------------------------------------------------------------------ history, users
+
+    def _remember(self, command: _Broadcast, room: str) -> Frame | None:
+        type_ = command.type
+        data = command.data
+        histories = self._histories
+        now = trio.current_time()
+        position = command.position
+        if position is not None and position is not _LOCAL:
+            histories.put(room, position, type_, data, now)
+        else:
+            stream = self._stream
+            if position is None and stream is not None and not command.remote:
+                config = histories.config(room)
+                if config is not None:
+                    envelope = Envelope(type_, data, room, command.exclude, self._origin)
+                    if stream.append(envelope, config):
+                        return None
+            position = histories.append(room, type_, data, now)
+        framing = self._framing
+        if framing is None:
+            return type_, data
+        return framing.message(room, position, type_, data)
+
+    def _catch_up(self, room: str, entry: _Entry, command: _Control) -> bool:
+        """Answer a join and replay what the member missed, before it hears live ones."""
+        since = command.since
+        now = trio.current_time()
+        seed = command.seed
+        if seed is _UNSURE:
+            latest = self._histories.page(room, None, 0, now)
+            page = HistoryPage(latest.epoch, latest.offset, (), recovered=False)
+        else:
+            if seed is not None:
+                self._histories.merge(room, seed, now)
+            page = self._histories.page(room, since, None if since else 0, now)
+        command.page = page
+        framing = self._framing
+        frames: list[Frame] = []
+        if framing is not None:
+            answer = framing.joined(room, entry.id, since, page)
+            if answer is not None:
+                frames.append(answer)
+        for message in page.messages:
+            if framing is None:
+                frames.append((message.type, message.data))
+            else:
+                position = StreamPosition(page.epoch, message.offset)
+                frames.append(framing.message(room, position, message.type, message.data))
+        for type_, data in frames:
+            try:
+                frame = (
+                    encode_message(type_, data)
+                    if entry.key is PLAIN
+                    else entry.encode(type_, data)
+                )
+                entry.send(frame)
+            except trio.WouldBlock:
+                self._settle([(entry.id, True)])
+                if self._policy == "close":
+                    return False
+            except (ConnectionClosed, trio.ClosedResourceError, trio.BrokenResourceError):
+                self._settle([(entry.id, False)])
+                return False
+        return True
+
+    def _user_changed(self, event: UserEvent | None) -> None:
+        if event is None:
+            return
+        if self._on_user is not None:
+            try:
+                self._on_user(event)
+            except Exception:
+                self._hook_errors += 1
+                logger.exception("hub on_user hook failed on %s", event)
+        # With a directory the notices come from it: who arrives is a cluster question.
+        if self._framing is not None and self._directory is None:
+            notice = self._framing.user(event)
+            if notice is not None:
+                self._notices.append((event.room, notice))
+
+    def _announce(self) -> None:
+        # Delivering a notice may evict slow members, whose leaving makes more notices.
+        notices = self._notices
+        while notices:
+            room, (type_, data) = notices.pop(0)
+            self._broadcast(_Broadcast(type_, data, room, None, True, True))
+
     def _shutdown(self, exc: BaseException) -> None:
         # Cancellation (or KeyboardInterrupt) is the normal way to stop: 1001, going
         # away; an exception means the hub failed: 1011 (RFC 6455 section 7.4.1).
@@ -750,6 +968,8 @@ class Hub:
         members = [entry.member for entry in self._everyone.entries.values()]
         self._everyone = _Audience()
         self._rooms = {}
+        self._users = _Users()
+        self._notices = []
         subscribers, self._subscribers = self._subscribers, []
         for subscriber in subscribers:
             subscriber.close()
@@ -859,7 +1079,9 @@ class Hub:
         """
         self._post(_Control(_Op.UNREGISTER, _check_member(member, "unregister_nowait")))
 
-    async def join(self, room: str, member: Member) -> None:
+    async def join(
+        self, room: str, member: Member, *, since: StreamPosition | None = None
+    ) -> HistoryPage:
         """Add a member to a room, registering it first if needed.
 
         Returns once the hub has processed it. Joining a room twice does nothing. With a
@@ -867,34 +1089,72 @@ class Hub:
         broadcasts published anywhere after it returns reach the member (unless the link
         to the broker is down: see the clustering topic of the documentation).
 
+        In a room with history, joining from a position ``since`` first hands the member
+        the messages it missed (after the framing's answer, if the hub has a
+        :class:`RoomFraming`), then adds it to the room, all in one step of the hub's
+        task: it gets every message after ``since`` exactly once, in order, with no gap
+        between the missed ones and the live ones. If the hub cannot promise that (the
+        epoch changed, or the position fell out of the history), nothing is replayed and
+        the answer's ``recovered`` is ``False``: the application resynchronises (for
+        instance from :meth:`history`).
+
         Cancellation: as for :meth:`register`.
 
         Args:
             room: the room name.
             member: the member.
+            since: the last position the member saw, to catch up from.
+
+        Returns:
+            The room's latest position (``epoch`` and ``offset``), the messages replayed
+            and whether they are all the member missed (``""`` and 0 in a room without
+            history; nothing replayed without ``since``).
 
         Raises:
             ValueError: if another member is registered with the same id.
             trio.BrokenResourceError: if the hub has stopped.
         """
-        command = _Control(_Op.JOIN, _check_member(member, "join"), self._check_room(room))
-        await self._call(command)
+        member = _check_member(member, "join")
+        room = self._check_room(room)
+        stream = self._stream
+        config = None if stream is None else self._histories.config(room)
+        if stream is None or config is None or since is None:
+            command = _Control(_Op.JOIN, member, room, since=since)
+            await self._call(command)
+        else:
+            # Follow the room first, then read: what is published after the read reaches
+            # this node, so the two together leave no gap for the actor to replay.
+            stream.follow(room)
+            try:
+                await stream.synced()
+                try:
+                    seed = await stream.read(room, since, None, config)
+                except BackplaneError:
+                    seed = _UNSURE
+                command = _Control(_Op.JOIN, member, room, since=since, seed=seed)
+                await self._call(command)
+            finally:
+                stream.unfollow(room)
         if self._backplane is not None:
             await self._backplane.synced()
+        return command.page
 
-    def join_nowait(self, room: str, member: Member) -> None:
-        """Queue adding a member to a room without waiting.
+    def join_nowait(
+        self, room: str, member: Member, *, since: StreamPosition | None = None
+    ) -> None:
+        """Queue adding a member to a room without waiting; see :meth:`join`.
 
         Args:
             room: the room name.
             member: the member.
+            since: the last position the member saw, to catch up from.
 
         Raises:
             trio.WouldBlock: if the inbox is full.
             trio.BrokenResourceError: if the hub has stopped.
         """
         member = _check_member(member, "join_nowait")
-        self._post(_Control(_Op.JOIN, member, self._check_room(room)))
+        self._post(_Control(_Op.JOIN, member, self._check_room(room), since=since))
 
     async def leave(self, room: str, member: Member) -> None:
         """Remove a member from a room; it stays registered.
@@ -1091,6 +1351,80 @@ class Hub:
             await trio.lowlevel.checkpoint()
             return sorted(self.members(room))
         return await self._backplane.cluster_members(room)
+
+    async def history(
+        self, room: str, *, since: StreamPosition | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """Read a room's history: its latest position and the messages it keeps.
+
+        Reflects the broadcasts the hub has processed so far (:meth:`flush` first to
+        include your own).
+
+        Cancellation: safe; nothing changes.
+
+        Args:
+            room: the room name.
+            since: a position: only the messages after it (``recovered`` is ``False``,
+                with no messages, if the hub no longer has them all).
+            limit: at most this many messages: the latest ones without ``since``, the
+                first ones after it with ``since``.
+
+        Returns:
+            The room's epoch and latest offset and the messages, oldest first (``""``,
+            0 and none for a room without history).
+
+        Raises:
+            ValueError: if ``limit`` is negative.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit!r}")
+        stream = self._stream
+        config = None if stream is None else self._histories.config(room)
+        if stream is not None and config is not None:
+            try:
+                return await stream.read(room, since, limit, config)
+            except BackplaneError:
+                pass  # the broker is away: answer with what this node saw
+        await trio.lowlevel.checkpoint()
+        return self._histories.page(room, since, limit, trio.current_time())
+
+    def users(self, room: str) -> dict[str, list[Mapping[str, Any]]]:
+        """Return the users in a room, each with the ``meta`` of each of their members.
+
+        A user is a member's ``user`` (:attr:`rue_trio.WebSocketConn.user`), or its id
+        when it has none; two connections of one user are listed once, with two metas.
+
+        Args:
+            room: the room name.
+
+        Returns:
+            The users in order of arrival, each with their members' metas in order of
+            joining.
+        """
+        return self._users.presence(room)
+
+    async def presence(self, room: str) -> dict[str, list[Mapping[str, Any]]]:
+        """List the users in a room and the ``meta`` of each of their connections.
+
+        Without a user directory this is :meth:`users`, this process's users. With one,
+        the users of every live node (a user with tabs on two nodes is listed once, with
+        every tab's meta); if the directory cannot be reached, this node's users.
+
+        Cancellation: safe; nothing changes.
+
+        Args:
+            room: the room name.
+
+        Returns:
+            The users, each with their members' metas.
+        """
+        if self._directory is not None:
+            try:
+                return await self._directory.users(room)
+            except BackplaneError:
+                pass  # the broker is away: answer with what this node knows
+        await trio.lowlevel.checkpoint()
+        return self.users(room)
 
     def rooms(self) -> list[str]:
         """Return the names of the rooms that have members, in order of creation."""

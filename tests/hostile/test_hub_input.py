@@ -42,7 +42,7 @@ async def test_hub_commands_reject_what_is_not_a_member_in_the_caller(
 ) -> None:
     hub = Hub()
     await nursery.start(hub.run)
-    calls: list[Callable[[], Awaitable[None]]] = [
+    calls: list[Callable[[], Awaitable[object]]] = [
         lambda: hub.join("room", bad),  # type: ignore[arg-type]
         lambda: hub.leave("room", bad),  # type: ignore[arg-type]
         lambda: hub.register(bad),  # type: ignore[arg-type]
