@@ -21,7 +21,7 @@ from ._commands import (
     _Op,
     _stopped_error,
 )
-from ._delivery import _Audience, _encode_and_offer, _offer
+from ._delivery import _Audience, _Entry, _offer
 from ._member import Member
 from ._membership import _Membership
 from ._streams import Sequenced
@@ -287,23 +287,20 @@ class _Actor(_Membership):
             return
         skip = command.exclude
         failed: list[tuple[str, int]] = []
-        offered = 0
-        encodes = 0
+        offered = encodes = crowded = 0
         high_water = self._high_water
-        crowded = 0
-        plain = audience.plain
-        if plain:
-            frame = encode_message(type_, data)
+        # PLAIN members share the frame the hub makes; each other shared key gets the frame
+        # its first member able to encode makes; members that keep a compression context
+        # (or mask) get one frame each.
+        groups: list[tuple[dict[str, _Entry], bytes | None, bool]] = []
+        if audience.plain:
+            groups.append((audience.plain, encode_message(type_, data), True))
             encodes = 1
-            crowded = _offer(plain, frame, skip, high_water, failed)
-            offered = len(plain) - (skip is not None and skip in plain)
-        # Shared non-plain keys: the first member able to encode makes the group's frame;
-        # members that keep a compression context (or mask) get one frame each.
-        groups = [(group, True) for group in audience.keyed.values()]
+        groups.extend((group, None, True) for group in audience.keyed.values())
         if audience.solo:
-            groups.append((audience.solo, False))
-        for group, share in groups:
-            counts = _encode_and_offer(group, share, type_, data, skip, high_water, failed)
+            groups.append((audience.solo, None, False))
+        for group, frame, share in groups:
+            counts = _offer(group, frame, share, type_, data, skip, high_water, failed)
             offered += counts[0]
             encodes += counts[1]
             crowded = max(crowded, counts[2])

@@ -49,7 +49,7 @@ class _Audience:
 
     def __init__(self) -> None:
         self.entries: dict[str, _Entry] = {}
-        self.plain: dict[str, _SendNowait] = {}
+        self.plain: dict[str, _Entry] = {}
         self.keyed: dict[Hashable, dict[str, _Entry]] = {}
         self.solo: dict[str, _Entry] = {}
 
@@ -58,7 +58,7 @@ class _Audience:
         self.entries[member_id] = entry
         key = entry.key
         if key is PLAIN:
-            self.plain[member_id] = entry.send
+            self.plain[member_id] = entry
         elif key is None:
             self.solo[member_id] = entry
         else:
@@ -83,31 +83,8 @@ class _Audience:
 
 
 def _offer(
-    sends: dict[str, _SendNowait],
-    frame: bytes,
-    skip: str | None,
-    high_water: int,
-    failed: list[tuple[str, int]],
-) -> int:
-    # The hot loop: one call and one comparison per member, no allocation unless a
-    # member refuses. Returns the most bytes a member had queued above high_water (0 if
-    # none did).
-    crowded = 0
-    for member_id, send in sends.items():
-        if member_id == skip:
-            continue
-        try:
-            queued = send(frame)
-        except Exception as exc:
-            failed.append((member_id, _failure(member_id, exc)))
-        else:
-            if queued > high_water:
-                crowded = queued
-    return crowded
-
-
-def _encode_and_offer(
     group: dict[str, _Entry],
+    frame: bytes | None,
     share: bool,
     type_: MessageType,
     data: str | bytes,
@@ -115,11 +92,24 @@ def _encode_and_offer(
     high_water: int,
     failed: list[tuple[str, int]],
 ) -> tuple[int, int, int]:
-    # Members that encode for themselves. With ``share`` the first one able to encode
-    # makes the frame of the whole group (equal keys); without, each encodes its own.
-    # Returns the members offered to, the frames encoded, and what _offer returns.
+    """Offer one message to a group of members, never waiting for any of them.
+
+    ``frame`` is the group's frame when the hub made it (:data:`PLAIN` members);
+    otherwise, with ``share``, the first member able to encode makes the frame of the
+    whole group (equal keys), and without, each member encodes its own. A member's
+    refusal is appended to ``failed`` with its :func:`_failure` code, for the caller to
+    settle after the loop.
+
+    Returns:
+        The members offered to, the frames encoded, and the most bytes a member had
+        queued above ``high_water`` (0 if none did).
+    """
+    # The hot loop: per member one comparison, one call and one more comparison, no
+    # allocation unless a member refuses. Written once for every group: a copy of it for
+    # PLAIN members only, with the frame fixed and no encode test, measured the same
+    # (bench/hub_bench.py, 10,000 members, 200 broadcasts of 128 bytes: 0.140 us per
+    # delivery with the copy, 0.142 without), so there is no copy.
     offered = encodes = crowded = 0
-    frame: bytes | None = None
     for member_id, entry in group.items():
         if member_id == skip:
             continue

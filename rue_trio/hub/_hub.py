@@ -23,8 +23,9 @@ in the order they were issued.
 
 Broadcast. The actor keeps one "audience" for everyone and one per room, each grouping
 its members by :attr:`Member._hub_encode_key`; a member is placed in its groups once, when it
-registers or joins, together with its bound ``_hub_offer`` method, so the delivery loop
-does no attribute lookups and no allocation per member. Members with the :data:`PLAIN`
+registers or joins, together with its bound ``_hub_offer`` and ``_hub_encode`` methods,
+so the one delivery loop (``_delivery._offer``, for every group and for a join's replay)
+looks nothing up on the member and allocates nothing per member. Members with the :data:`PLAIN`
 key get one frame made by :func:`rue_trio.protocol.encode_message`; each other shared key
 gets one frame made by its first member's :meth:`Member._hub_encode`; members with key
 ``None`` get a frame each (docs/topics/design.md, "Encode once": every member of a

@@ -10,12 +10,11 @@ from typing import Literal
 import trio
 import trio.lowlevel
 
-from rue_trio.exceptions import ConnectionClosed
 from rue_trio.protocol import encode_message
 
 from ._backplane import Backplane, Envelope
 from ._commands import _LOCAL, _UNSURE, _Broadcast, _Command, _Control
-from ._delivery import _BROKEN, _SLOW, _SLOW_CODE, _SLOW_REASON, _Audience, _Entry
+from ._delivery import _BROKEN, _SLOW, _SLOW_CODE, _SLOW_REASON, _Audience, _Entry, _offer
 from ._directory import UserDirectory
 from ._events import PresenceEvent, PresenceKind
 from ._framing import Frame, RoomFraming
@@ -285,21 +284,18 @@ class _Membership:
             else:
                 position = StreamPosition(page.epoch, message.offset)
                 frames.append(framing.message(room, position, message.type, message.data))
+        # The same offer as a broadcast's, to a group of one: a refusal is settled the
+        # same way (a member that raises is closed with 1011, the hub goes on).
+        group = {entry.id: entry}
+        plain = entry.key is PLAIN
         for type_, data in frames:
-            try:
-                frame = (
-                    encode_message(type_, data)
-                    if entry.key is PLAIN
-                    else entry.encode(type_, data)
-                )
-                entry.send(frame)
-            except trio.WouldBlock:
-                self._settle([(entry.id, True)])
-                if self._policy == "close":
+            failed: list[tuple[str, int]] = []
+            frame = encode_message(type_, data) if plain else None
+            _offer(group, frame, True, type_, data, None, self._high_water, failed)
+            if failed:
+                self._settle(failed)
+                if failed[0][1] != _SLOW or self._policy == "close":
                     return False
-            except (ConnectionClosed, trio.ClosedResourceError, trio.BrokenResourceError):
-                self._settle([(entry.id, False)])
-                return False
         return True
 
     def _user_changed(self, event: UserEvent | None) -> None:
