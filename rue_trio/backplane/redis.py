@@ -1,7 +1,8 @@
 """A hub backplane over Redis pub/sub, through coredis: hubs in many processes as one.
 
-This is the only module of rue_trio that imports coredis (and, through it, anyio, which
-runs on Trio). Install it with the ``redis`` extra: ``pip install rue_trio[redis]``.
+Only ``rue_trio.backplane`` imports coredis (and, through it, anyio, which runs on Trio);
+the link handling its Redis adapters share is in ``_link.py``. Install it with the
+``redis`` extra: ``pip install rue_trio[redis]``.
 
 Theory of operation
 ===================
@@ -44,12 +45,11 @@ import uuid
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import anyio
 import coredis
 import coredis.exceptions
 import trio
 
-from rue_trio.exceptions import BackplaneError, InvalidURIError
+from rue_trio.exceptions import BackplaneError
 from rue_trio.hub import (
     BackplaneSink,
     BackplaneStatistics,
@@ -58,58 +58,13 @@ from rue_trio.hub import (
     unpack_envelope,
 )
 
+from ._link import check_url, first_contact, leaf, link_error, text
+
 __all__ = ["RedisBackplane"]
 
 logger = logging.getLogger("rue_trio.backplane")
 
-# Errors that mean "the link to Redis is broken (or was never made)".
-_LINK_ERRORS: Final = (
-    coredis.exceptions.RedisError,
-    OSError,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    anyio.EndOfStream,
-    TimeoutError,
-)
 _ORIGIN: Final = slice(3, 19)  # the origin node id in a packed envelope
-
-
-def _link_error(exc: BaseException) -> bool:
-    """Whether ``exc`` (or every leaf of an exception group) is a broken Redis link."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_link_error(inner) for inner in exc.exceptions)
-    return isinstance(exc, _LINK_ERRORS)
-
-
-def _check_url(url: str) -> str:
-    """Check that ``url`` names a Redis server; return it with its password hidden."""
-    if not isinstance(url, str):
-        raise InvalidURIError("the Redis URL must be a string such as 'redis://host:6379/0'")
-    parts = urlsplit(url)
-    shown = url
-    if parts.password is not None:
-        shown = url.replace(f":{parts.password}@", ":***@", 1)
-    fix = "write redis://host:6379/0, rediss://host:6380/0 or unix:///path/redis.sock"
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise InvalidURIError(f"{shown!r} is not a Redis URL: {fix}")
-    try:
-        parts.port  # noqa: B018 - parsing the port is the check
-    except ValueError:
-        raise InvalidURIError(f"{shown!r}: the port is not a number: {fix}") from None
-    if parts.scheme == "unix":
-        if not parts.path:
-            raise InvalidURIError(f"{shown!r} has no socket path: {fix}")
-    elif not parts.hostname:
-        raise InvalidURIError(f"{shown!r} has no host: {fix}")
-    elif parts.path.strip("/") and not parts.path.strip("/").isdigit():
-        raise InvalidURIError(f"{shown!r}: the database must be a number, as /0: {fix}")
-    return shown
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
 
 
 class RedisBackplane:
@@ -163,7 +118,7 @@ class RedisBackplane:
             raise ValueError("heartbeat_interval must be shorter than presence_ttl")
         self._url = url
         # The URL as messages and logs show it: without its password.
-        self._shown_url = _check_url(url)
+        self._shown_url = check_url(url)
         self._namespace = namespace
         self._connect_attempts = connect_attempts
         self._reconnect_min = reconnect_min
@@ -320,7 +275,7 @@ class RedisBackplane:
         """
         found = set(self._members.get(room, ()))
         for members in await self._query_others(room, "SMEMBERS"):
-            found.update(_text(member) for member in members)
+            found.update(text(member) for member in members)
         return sorted(found)
 
     def statistics(self) -> BackplaneStatistics:
@@ -364,7 +319,13 @@ class RedisBackplane:
         client = self._client("cmd")
         try:
             async with client:
-                await self._first_contact(client)
+                await first_contact(
+                    client,
+                    self._shown_url,
+                    self._connect_attempts,
+                    self._reconnect_min,
+                    self._reconnect_max,
+                )
                 self._command_client = client
                 try:
                     async with trio.open_nursery() as nursery:
@@ -381,17 +342,17 @@ class RedisBackplane:
                         await self._remove_presence(client)
         except BaseExceptionGroup as group:
             cancelled, rest = group.split(trio.Cancelled)
-            if cancelled is not None and (rest is None or _link_error(rest)):
+            if cancelled is not None and (rest is None or link_error(rest)):
                 # Cancelled while coredis tore its connections down: its own cleanup
                 # then fails on the closed connection; the cancellation is what counts.
                 raise cancelled from None
-            if _link_error(group):
+            if link_error(group):
                 raise BackplaneError(
-                    f"Redis at {self._shown_url} failed: {_leaf(group)}"
-                ) from _leaf(group)
+                    f"Redis at {self._shown_url} failed: {leaf(group)}"
+                ) from leaf(group)
             raise
         except Exception as exc:
-            if _link_error(exc):
+            if link_error(exc):
                 raise BackplaneError(f"Redis at {self._shown_url} failed: {exc}") from exc
             raise
 
@@ -402,24 +363,6 @@ class RedisBackplane:
             client_name=f"{self.client_name}:{role}",
             connect_timeout=self._connect_timeout,
         )
-
-    async def _first_contact(self, client: coredis.Redis[bytes]) -> None:
-        await trio.lowlevel.checkpoint()
-        delay = self._reconnect_min
-        for attempt in range(1, self._connect_attempts + 1):
-            try:
-                await client.ping()
-                return
-            except Exception as exc:
-                if not _link_error(exc):
-                    raise
-                if attempt == self._connect_attempts:
-                    raise BackplaneError(
-                        f"cannot reach Redis at {self._shown_url} "
-                        f"({attempt} attempt{'s' if attempt > 1 else ''}): {_leaf(exc)}"
-                    ) from _leaf(exc)
-            await trio.sleep(delay)
-            delay = min(delay * 2, self._reconnect_max)
 
     def _room_channel(self, room: str) -> bytes:
         return self._room_prefix + room.encode()
@@ -453,7 +396,7 @@ class RedisBackplane:
                         nursery.cancel_scope.cancel()
                 return
             except Exception as exc:
-                if not _link_error(exc):
+                if not link_error(exc):
                     raise
                 self._disconnected(exc)
             await trio.sleep(delay)
@@ -467,7 +410,7 @@ class RedisBackplane:
                 "Redis link to %s lost (%s): reconnecting; broadcasts do not reach "
                 "other nodes until it is back",
                 self._where,
-                str(_leaf(exc)),  # a str: a record must not keep the traceback alive
+                str(leaf(exc)),  # a str: a record must not keep the traceback alive
             )
         self._connected = False
         self._active = set()
@@ -550,11 +493,11 @@ class RedisBackplane:
             except Exception as exc:
                 # Never let the publisher die: what Redis refused is lost, and said so.
                 self._lost += len(packed)
-                if _link_error(exc):
+                if link_error(exc):
                     logger.warning(
                         "publishing to Redis at %s failed (%s): %d broadcasts lost",
                         self._where,
-                        str(_leaf(exc)),
+                        str(leaf(exc)),
                         len(packed),
                     )
                 else:
@@ -595,7 +538,7 @@ class RedisBackplane:
             try:
                 await self._write_presence(client)
             except Exception as exc:
-                if not _link_error(exc):
+                if not link_error(exc):
                     raise
                 self._rewrite = True
                 await trio.sleep(self._reconnect_min)
@@ -639,7 +582,7 @@ class RedisBackplane:
                 pipe.zrem(self._nodes_key, [self._node_hex])
                 pipe.delete(keys)
         except Exception as exc:
-            if not _link_error(exc):
+            if not link_error(exc):
                 raise
 
     async def _query_others(self, room: str | None, command: str) -> list[Any]:
@@ -651,7 +594,7 @@ class RedisBackplane:
             nodes = await client.zrange(
                 self._nodes_key, repr(time.time()), "+inf", sortby=coredis.PureToken.BYSCORE
             )
-            others = [name for n in nodes if (name := _text(n)) != self._node_hex]
+            others = [name for n in nodes if (name := text(n)) != self._node_hex]
             if not others:
                 return []
             async with client.pipeline(transaction=False) as pipe:
@@ -663,12 +606,6 @@ class RedisBackplane:
                 ]
             return [await result for result in results]
         except Exception as exc:
-            if not _link_error(exc):
+            if not link_error(exc):
                 raise
-            raise BackplaneError(f"Redis at {self._shown_url} failed: {_leaf(exc)}") from _leaf(
-                exc
-            )
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+            raise BackplaneError(f"Redis at {self._shown_url} failed: {leaf(exc)}") from leaf(exc)
