@@ -36,7 +36,7 @@ class Member(Protocol):
 
     Every method is synchronous and must not block: the hub calls them from its own task
     while delivering to many members, and one member must never hold up the others
-    (docs/topics/design.md, "The hub never waits on one client").
+    (the design topic, "The hub never waits on one client").
     """
 
     @property
