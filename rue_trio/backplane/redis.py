@@ -20,11 +20,11 @@ Theory of operation
   ``publish`` never waits; a full queue drops and counts, ``dropped_outbound``) and
   sends everything queued as one pipeline on one connection, so one node's messages
   reach every other node in the order the hub published them.
-* the **presence** task writes this node's members to Redis: a set of member ids for
-  everyone and one per room, under ``<ns>:p:<node>...``, each with a TTL, and the node in
-  the sorted set ``<ns>:nodes`` scored by the time its heartbeat expires. Changes are
-  batched; a heartbeat every ``heartbeat_interval`` refreshes the TTLs. A node that dies
-  stops refreshing: its members drop out of the cluster's counts within
+* the **presence** task (``_presence.py``) writes this node's members to Redis: a set of
+  member ids for everyone and one per room, under ``<ns>:p:<node>...``, each with a TTL,
+  and the node in the sorted set ``<ns>:nodes`` scored by the time its heartbeat
+  expires. Changes are batched; a heartbeat every ``heartbeat_interval`` refreshes the
+  TTLs. A node that dies stops refreshing: its members drop out of the cluster's counts within
   ``presence_ttl`` seconds. A node that stops cleanly removes its keys.
 
 Faults. The first connection is checked at start: if Redis cannot be reached after
@@ -39,7 +39,6 @@ translated here into :class:`BackplaneError` (with the original as ``__cause__``
 from __future__ import annotations
 
 import logging
-import math
 import time
 import uuid
 from typing import Any, Final
@@ -59,6 +58,7 @@ from rue_trio.hub import (
 )
 
 from ._link import check_url, first_contact, leaf, link_error, text
+from ._presence import ClusterPresence
 
 __all__ = ["RedisBackplane"]
 
@@ -123,14 +123,11 @@ class RedisBackplane:
         self._connect_attempts = connect_attempts
         self._reconnect_min = reconnect_min
         self._reconnect_max = reconnect_max
-        self._ttl = presence_ttl
-        self._heartbeat = heartbeat_interval
         self._connect_timeout = connect_timeout
         self._node = uuid.uuid4().bytes
         self._node_hex = self._node.hex()
         self._everyone_channel = f"{namespace}:bc".encode()
         self._room_prefix = f"{namespace}:bc:r:".encode()
-        self._nodes_key = f"{namespace}:nodes"
         self._out_send, self._out_receive = trio.open_memory_channel[Envelope](outbound_size)
         # Subscriptions: what the hub wants, what Redis confirmed, and who waits.
         self._wanted: set[str] = set()
@@ -138,11 +135,15 @@ class RedisBackplane:
         self._changed = trio.Event()
         self._settled = trio.Event()
         self._connected = False
-        # Presence: the local mirror, and the changes not yet written.
-        self._members: dict[str | None, set[str]] = {None: set()}
-        self._pending: dict[str | None, dict[str, bool]] = {}
-        self._rewrite = True
-        self._dirty = trio.Event()
+        # Presence: the local mirror, written to Redis by the presence task.
+        self._presence = ClusterPresence(
+            namespace,
+            self._node_hex,
+            presence_ttl,
+            heartbeat_interval,
+            reconnect_min,
+            self._shown_url,
+        )
         self._started = False
         self._command_client: coredis.Redis[bytes] | None = None
         self._published = 0
@@ -210,12 +211,7 @@ class RedisBackplane:
             member_id: the member's id.
             room: the room, or ``None``.
         """
-        members = self._members.get(room)
-        if members is None:
-            members = self._members[room] = set()
-        members.add(member_id)
-        self._pending.setdefault(room, {})[member_id] = True
-        self._dirty.set()
+        self._presence.add(member_id, room)
 
     def presence_remove(self, member_id: str, room: str | None) -> None:
         """Forget a local member in everyone (``room`` ``None``) or in a room.
@@ -224,13 +220,7 @@ class RedisBackplane:
             member_id: the member's id.
             room: the room, or ``None``.
         """
-        members = self._members.get(room)
-        if members is not None:
-            members.discard(member_id)
-            if not members and room is not None:
-                del self._members[room]
-        self._pending.setdefault(room, {})[member_id] = False
-        self._dirty.set()
+        self._presence.remove(member_id, room)
 
     async def synced(self) -> None:
         """Wait until Redis confirmed the subscriptions wanted so far, or the link is down.
@@ -255,8 +245,8 @@ class RedisBackplane:
         Raises:
             BackplaneError: Redis cannot be reached.
         """
-        own = len(self._members.get(room, ()))
-        counts = await self._query_others(room, "SCARD")
+        own = len(self._presence.local(room))
+        counts = await self._presence.query_others(self._command_client, room, "SCARD")
         return own + sum(int(count) for count in counts)
 
     async def cluster_members(self, room: str | None) -> list[str]:
@@ -273,8 +263,9 @@ class RedisBackplane:
         Raises:
             BackplaneError: Redis cannot be reached.
         """
-        found = set(self._members.get(room, ()))
-        for members in await self._query_others(room, "SMEMBERS"):
+        found = set(self._presence.local(room))
+        client = self._command_client
+        for members in await self._presence.query_others(client, room, "SMEMBERS"):
             found.update(text(member) for member in members)
         return sorted(found)
 
@@ -331,7 +322,7 @@ class RedisBackplane:
                     async with trio.open_nursery() as nursery:
                         await nursery.start(self._subscriber, sink)
                         nursery.start_soon(self._publisher, client)
-                        nursery.start_soon(self._presence, client)
+                        nursery.start_soon(self._presence.keep_written, client)
                         task_status.started()
                 finally:
                     self._connected = False
@@ -339,7 +330,7 @@ class RedisBackplane:
                     self._out_send.close()
                     with trio.move_on_after(self._connect_timeout) as scope:
                         scope.shield = True
-                        await self._remove_presence(client)
+                        await self._presence.remove_all(client)
         except BaseExceptionGroup as group:
             cancelled, rest = group.split(trio.Cancelled)
             if cancelled is not None and (rest is None or link_error(rest)):
@@ -414,7 +405,7 @@ class RedisBackplane:
             )
         self._connected = False
         self._active = set()
-        self._rewrite = True
+        self._presence.rewrite_all()
         # Wake the waiters of synced(): the link is down, there is nothing to wait for.
         self._settled.set()
         self._settled = trio.Event()
@@ -525,87 +516,3 @@ class RedisBackplane:
                 continue
             packed.append((everyone if room is None else self._room_channel(room), data))
         return packed
-
-    def _key(self, node_hex: str, room: str | None) -> str:
-        base = f"{self._namespace}:p:{node_hex}"
-        return base if room is None else f"{base}:r:{room}"
-
-    async def _presence(self, client: coredis.Redis[bytes]) -> None:
-        while True:
-            with trio.move_on_after(self._heartbeat):
-                await self._dirty.wait()
-            self._dirty = trio.Event()
-            try:
-                await self._write_presence(client)
-            except Exception as exc:
-                if not link_error(exc):
-                    raise
-                self._rewrite = True
-                await trio.sleep(self._reconnect_min)
-
-    async def _write_presence(self, client: coredis.Redis[bytes]) -> None:
-        ttl_ms = math.ceil(self._ttl * 1000)
-        rewrite, self._rewrite = self._rewrite, False
-        pending, self._pending = self._pending, {}
-        try:
-            async with client.pipeline(transaction=False) as pipe:
-                if rewrite:
-                    for room, members in self._members.items():
-                        key = self._key(self._node_hex, room)
-                        pipe.delete([key])
-                        if members:
-                            pipe.sadd(key, list(members))
-                else:
-                    for room, changes in pending.items():
-                        key = self._key(self._node_hex, room)
-                        added = [m for m, present in changes.items() if present]
-                        removed = [m for m, present in changes.items() if not present]
-                        if added:
-                            pipe.sadd(key, added)
-                        if removed:
-                            pipe.srem(key, removed)
-                for room in self._members:
-                    pipe.pexpire(self._key(self._node_hex, room), ttl_ms)
-                now = time.time()
-                pipe.zadd(self._nodes_key, {self._node_hex: now + self._ttl})
-                pipe.zremrangebyscore(self._nodes_key, -math.inf, now)
-        except BaseException:
-            # Not written: write everything next time.
-            self._rewrite = True
-            raise
-
-    async def _remove_presence(self, client: coredis.Redis[bytes]) -> None:
-        await trio.lowlevel.checkpoint()
-        keys = [self._key(self._node_hex, room) for room in self._members]
-        try:
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.zrem(self._nodes_key, [self._node_hex])
-                pipe.delete(keys)
-        except Exception as exc:
-            if not link_error(exc):
-                raise
-
-    async def _query_others(self, room: str | None, command: str) -> list[Any]:
-        client = self._command_client
-        if client is None:
-            await trio.lowlevel.checkpoint()
-            raise BackplaneError("the backplane is not running")
-        try:
-            nodes = await client.zrange(
-                self._nodes_key, repr(time.time()), "+inf", sortby=coredis.PureToken.BYSCORE
-            )
-            others = [name for n in nodes if (name := text(n)) != self._node_hex]
-            if not others:
-                return []
-            async with client.pipeline(transaction=False) as pipe:
-                results = [
-                    pipe.scard(self._key(n, room))
-                    if command == "SCARD"
-                    else pipe.smembers(self._key(n, room))
-                    for n in others
-                ]
-            return [await result for result in results]
-        except Exception as exc:
-            if not link_error(exc):
-                raise
-            raise BackplaneError(f"Redis at {self._shown_url} failed: {leaf(exc)}") from leaf(exc)
