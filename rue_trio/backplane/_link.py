@@ -8,6 +8,8 @@ hidden), and how the first contact is retried.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -101,3 +103,28 @@ async def first_contact(
                 ) from leaf(exc)
         await trio.sleep(delay)
         delay = min(delay * 2, delay_max)
+
+
+@contextmanager
+def link_failures(shown_url: str) -> Iterator[None]:
+    """Raise a broken link as :class:`BackplaneError`, and a cancellation as itself.
+
+    Wraps an adapter's ``run``: coredis and anyio errors become one
+    ``BackplaneError`` naming ``shown_url`` (the link's error is the cause).
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        cancelled, rest = group.split(trio.Cancelled)
+        if cancelled is not None and (rest is None or link_error(rest)):
+            # Cancelled while coredis tore its connections down: its own cleanup then
+            # fails on the closed connection; the cancellation is what counts.
+            raise cancelled from None
+        if link_error(group):
+            cause = leaf(group)
+            raise BackplaneError(f"Redis at {shown_url} failed: {cause}") from cause
+        raise
+    except Exception as exc:
+        if link_error(exc):
+            raise BackplaneError(f"Redis at {shown_url} failed: {exc}") from exc
+        raise

@@ -48,7 +48,6 @@ import coredis
 import coredis.exceptions
 import trio
 
-from rue_trio.exceptions import BackplaneError
 from rue_trio.hub import (
     BackplaneSink,
     BackplaneStatistics,
@@ -57,7 +56,7 @@ from rue_trio.hub import (
     unpack_envelope,
 )
 
-from ._link import check_url, first_contact, leaf, link_error, text
+from ._link import check_url, first_contact, leaf, link_error, link_failures, text
 from ._presence import ClusterPresence
 
 __all__ = ["RedisBackplane"]
@@ -308,7 +307,7 @@ class RedisBackplane:
             raise RuntimeError("a RedisBackplane serves one hub and runs once")
         self._started = True
         client = self._client("cmd")
-        try:
+        with link_failures(self._shown_url):
             async with client:
                 await first_contact(
                     client,
@@ -331,21 +330,6 @@ class RedisBackplane:
                     with trio.move_on_after(self._connect_timeout) as scope:
                         scope.shield = True
                         await self._presence.remove_all(client)
-        except BaseExceptionGroup as group:
-            cancelled, rest = group.split(trio.Cancelled)
-            if cancelled is not None and (rest is None or link_error(rest)):
-                # Cancelled while coredis tore its connections down: its own cleanup
-                # then fails on the closed connection; the cancellation is what counts.
-                raise cancelled from None
-            if link_error(group):
-                raise BackplaneError(
-                    f"Redis at {self._shown_url} failed: {leaf(group)}"
-                ) from leaf(group)
-            raise
-        except Exception as exc:
-            if link_error(exc):
-                raise BackplaneError(f"Redis at {self._shown_url} failed: {exc}") from exc
-            raise
 
     def _client(self, role: str) -> coredis.Redis[bytes]:
         return coredis.Redis.from_url(

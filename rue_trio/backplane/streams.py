@@ -59,7 +59,7 @@ from rue_trio.hub import (
 )
 from rue_trio.protocol import MessageType
 
-from ._link import check_url, first_contact, leaf, link_error
+from ._link import check_url, first_contact, leaf, link_error, link_failures
 
 __all__ = ["RedisStreams"]
 
@@ -285,7 +285,7 @@ class RedisStreams:
         self._started = True
         self._sink = sink
         client = self._redis("cmd")
-        try:
+        with link_failures(self._shown_url):
             async with client:
                 await first_contact(
                     client,
@@ -304,18 +304,6 @@ class RedisStreams:
                     self._connected = False
                     self._client = None
                     self._out_send.close()
-        except BaseExceptionGroup as group:
-            cancelled, rest = group.split(trio.Cancelled)
-            if cancelled is not None and (rest is None or link_error(rest)):
-                raise cancelled from None
-            if link_error(group):
-                cause = leaf(group)
-                raise BackplaneError(f"Redis at {self._shown_url} failed: {cause}") from cause
-            raise
-        except Exception as exc:
-            if link_error(exc):
-                raise BackplaneError(f"Redis at {self._shown_url} failed: {exc}") from exc
-            raise
 
     def _redis(self, role: str) -> coredis.Redis[bytes]:
         return coredis.Redis.from_url(

@@ -43,7 +43,7 @@ import trio
 from rue_trio.exceptions import BackplaneError
 from rue_trio.hub import UserEvent, UserEventSink
 
-from ._link import check_url, leaf, link_error, text
+from ._link import check_url, first_contact, leaf, link_error, link_failures, text
 
 __all__ = ["RedisUsers"]
 
@@ -200,23 +200,12 @@ class RedisUsers:
         self._started = True
         client = self._redis()
         try:
-            async with client:
-                try:
-                    await client.ping()
-                except Exception as exc:
-                    if not link_error(exc):
-                        raise
-                    raise BackplaneError(
-                        f"cannot reach Redis at {self._shown_url}: {leaf(exc)}"
-                    ) from leaf(exc)
-                self._client = client
-                task_status.started()
-                await self._keep_written(client, sink)
-        except BaseExceptionGroup as group:
-            cancelled, rest = group.split(trio.Cancelled)
-            if cancelled is not None and (rest is None or link_error(rest)):
-                raise cancelled from None
-            raise
+            with link_failures(self._shown_url):
+                async with client:
+                    await first_contact(client, self._shown_url, 1, 0, 0)
+                    self._client = client
+                    task_status.started()
+                    await self._keep_written(client, sink)
         finally:
             self._client = None
             # On a connection of its own: cancellation has closed the other one's.
