@@ -6,7 +6,7 @@ validate and build the HTTP upgrade of RFC 6455 section 4; :func:`encode_message
 message into its frame once, for broadcasting.
 """
 
-from ._connection import Protocol, Role, State
+from ._connection import Protocol, Role, State, detach_traceback
 from ._deflate import (
     DeflateConfig,
     DeflateParams,
@@ -70,6 +70,7 @@ __all__ = [
     "client_offer",
     "client_request",
     "compress_message",
+    "detach_traceback",
     "encode_close_payload",
     "encode_frame",
     "encode_message",

@@ -23,7 +23,14 @@ class ConnectionConfig:
         close_timeout: seconds to wait for the closing handshake and the end of the TCP
             connection before aborting the transport.
         inbound_queue: messages buffered for the application; when full, the reader stops
-            reading the transport (TCP backpressure).
+            reading the transport (TCP backpressure). A cap on per-message overhead.
+        inbound_queue_bytes: bytes of decoded messages buffered for the application (as
+            Python holds them); the reader parses and decompresses input only while fewer
+            are buffered, so one message may take the buffer past it.
+        write_timeout: seconds one write to the transport (at most 1 MiB) may take before
+            the connection is aborted (code 1006): a peer that does not read what we send
+            is dropped within this bound, whatever the application does. ``None``: no
+            bound (the keepalive's ping timeout still applies).
         outbound_queue_messages: frames queued for the writer before ``send`` waits; a
             cap on per-frame overhead only, the byte bound is the one that matters.
         outbound_queue_bytes: bytes queued for the writer before ``send`` waits (and
@@ -35,18 +42,27 @@ class ConnectionConfig:
     ping_timeout: float | None = 20.0
     close_timeout: float = 10.0
     inbound_queue: int = 16
+    inbound_queue_bytes: int = 256 * 1024
     outbound_queue_messages: int = 4096
     outbound_queue_bytes: int = 1024 * 1024
     read_size: int = 65536
+    write_timeout: float | None = 30.0
 
     def __post_init__(self) -> None:
         if self.ping_interval is not None and self.ping_interval <= 0:
             raise ValueError("ping_interval must be positive or None")
         if self.ping_timeout is not None and self.ping_timeout <= 0:
             raise ValueError("ping_timeout must be positive or None")
+        if self.write_timeout is not None and self.write_timeout <= 0:
+            raise ValueError("write_timeout must be positive or None")
         if self.close_timeout < 0:
             raise ValueError("close_timeout must not be negative")
-        for name in ("inbound_queue", "outbound_queue_messages", "outbound_queue_bytes"):
+        for name in (
+            "inbound_queue",
+            "inbound_queue_bytes",
+            "outbound_queue_messages",
+            "outbound_queue_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.read_size < 1:
@@ -64,6 +80,7 @@ class ConnectionStatistics:
         bytes_received: bytes read from the transport.
         bytes_sent: bytes written to the transport.
         inbound_messages: messages received and not yet taken by the application.
+        inbound_bytes: what those messages take in memory, in bytes.
         queued_frames: frames waiting for the writer.
         queued_bytes: bytes waiting for the writer.
         pings_sent: pings sent, keepalive and user pings alike.
@@ -76,6 +93,7 @@ class ConnectionStatistics:
     bytes_received: int
     bytes_sent: int
     inbound_messages: int
+    inbound_bytes: int
     queued_frames: int
     queued_bytes: int
     pings_sent: int

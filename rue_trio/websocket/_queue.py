@@ -30,9 +30,6 @@ from ._waiter import Waiter
 
 __all__ = ["FrameQueue", "FrameQueueStatistics"]
 
-# The first byte of an unfragmented pong frame: FIN and opcode 0xA (RFC 6455 section 5.2).
-_PONG = 0x8A
-
 
 @dataclass(frozen=True, slots=True)
 class FrameQueueStatistics:
@@ -82,7 +79,6 @@ class FrameQueue:
         "_max_bytes",
         "_max_frames",
         "_nbytes",
-        "_pong_at",
         "_room_lot",
         "_writer",
     )
@@ -103,8 +99,6 @@ class FrameQueue:
         # empty list costs 56 bytes where a deque allocates a 64-slot block at once;
         # an idle connection holds one queue.
         self._frames: list[bytes] = []
-        # Where the pong not yet written sits in _frames, if any.
-        self._pong_at: int | None = None
         self._nbytes = 0
         self._max_frames = max_frames
         self._max_bytes = max_bytes
@@ -135,7 +129,7 @@ class FrameQueue:
         """
         if not self._accepting:
             raise trio.BrokenResourceError("the WebSocket connection is closing")
-        if len(self._frames) >= self._max_frames or self._nbytes >= self._max_bytes:
+        if not self._has_room():
             raise trio.WouldBlock
         if not frame:
             raise ValueError("a frame cannot be empty")
@@ -181,11 +175,26 @@ class FrameQueue:
         return self._nbytes
 
     def _has_room(self) -> bool:
+        """The room rule, in one place: a data frame is accepted while this holds."""
         return (
             self._accepting
             and len(self._frames) < self._max_frames
             and self._nbytes < self._max_bytes
         )
+
+    async def _wait_bytes_room(self) -> None:
+        """Park while the queue holds ``max_bytes`` or more, until it drains or closes.
+
+        The reader waits here before parsing more input, so that the pongs it queues
+        (they bypass the bounds) stay within the byte bound plus one read's worth.
+        Cancellation: nothing changes.
+        """
+        await checkpoint_if_cancelled()
+        lot = self._room_lot
+        if lot is None:
+            lot = self._room_lot = ParkingLot()
+        while self._nbytes >= self._max_bytes and not self._closed:
+            await lot.park()
 
     async def _wait_room(self) -> None:
         """Park until a data frame would be accepted, or the queue stops accepting.
@@ -210,22 +219,15 @@ class FrameQueue:
     def _append_control(self, frame: bytes) -> None:
         """Queue a control frame, or ``b""`` for "close the transport", past the bounds.
 
-        A pong replaces the one still waiting here, if any (RFC 6455 section 5.5.3: of
-        several pings, answering the most recent is enough), so a peer that sends pings
-        and never reads our answers cannot grow the queue without bound.
+        Control frames are counted in the queued bytes: the connection's reader stops
+        parsing while the queue is full (see :meth:`_wait_bytes_room`), so a peer that
+        sends pings and never reads our pongs cannot grow the queue without bound.
         """
         if self._closed:
             return
         if not frame:
             # Nothing may follow the end of the transport.
             self._stop_accepting()
-        elif frame[0] == _PONG:
-            at = self._pong_at
-            if at is not None:
-                self._nbytes += len(frame) - len(self._frames[at])
-                self._frames[at] = frame
-                return
-            self._pong_at = len(self._frames)
         self._append(frame)
 
     def _stop_accepting(self) -> None:
@@ -240,9 +242,10 @@ class FrameQueue:
         self._stop_accepting()
         self._closed = True
         self._frames.clear()
-        self._pong_at = None
         self._nbytes = 0
         self._writer.wake()
+        if self._room_lot is not None:
+            self._room_lot.unpark_all()
 
     def _take(self, limit: int) -> tuple[list[bytes], bool]:
         """Remove queued frames up to ``limit`` bytes (at least one frame).
@@ -271,10 +274,6 @@ class FrameQueue:
         else:
             batch = frames[:taken]
             del frames[: taken + eof]
-        pong_at = self._pong_at
-        if pong_at is not None:
-            pong_at -= taken + eof
-            self._pong_at = pong_at if pong_at >= 0 else None
         self._nbytes -= size
         lot = self._room_lot
         if lot:

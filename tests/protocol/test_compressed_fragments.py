@@ -98,8 +98,8 @@ def test_receive_compressed_text_fragments_over_limit_fails_1009(role: Role) -> 
 
 @pytest.mark.parametrize("role", [Role.SERVER, Role.CLIENT])
 def test_receive_compressed_fragments_exactly_at_limit_delivered(role: Role) -> None:
-    """400 + 300 + 300 inflated bytes: exactly the limit, delivered whole."""
-    parts = [incompressible(size, seed) for seed, size in enumerate((400, 300, 300))]
+    """400 + 300 + 172 inflated bytes and 64 for each of 2 continuations: exactly the limit."""
+    parts = [incompressible(size, seed) for seed, size in enumerate((400, 300, 300 - 2 * 64))]
     proto = receiver(role)
     proto.receive_data(wire(role, compressed_fragments(parts), 0x2))
     assert proto.events_received() == [Message(MessageType.BINARY, b"".join(parts))]

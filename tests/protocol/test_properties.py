@@ -112,6 +112,7 @@ def test_any_split_of_a_stream_yields_the_same_events(
     """Feeding a valid byte stream in any chunks gives the same events as in one piece."""
     sender, whole = pair(client_sends, params)
     _, pieces = pair(client_sends, params)
+    _, lazy = pair(client_sends, params)
     for msg in msgs:
         if msg.type is MessageType.TEXT:
             sender.send_text(msg.data)
@@ -122,23 +123,28 @@ def test_any_split_of_a_stream_yields_the_same_events(
     stream = wire(sender)
     whole.receive_data(stream)
     points = sorted({s % (len(stream) + 1) for s in splits})
+    lazy_events: list[Event] = []
     for a, b in zip([0, *points], [*points, len(stream)], strict=True):
         pieces.receive_data(stream[a:b])
+        # On demand, as the I/O layer parses: the same events.
+        lazy.buffer_data(stream[a:b])
+        while (event := lazy.next_event()) is not None:
+            lazy_events.append(event)
     expected: list[Event] = []
     for msg in msgs:
         expected += [msg, Ping(b"p")]
     expected.append(CloseReceived(1000, "done"))
     assert whole.events_received() == expected
     assert pieces.events_received() == expected
-    # The answers: pongs (at most one per chunk fed, section 5.5.3), then the close echo,
-    # then (on the server) the end of TCP.
-    for receiver in (whole, pieces):
+    assert lazy_events == expected
+    # The answers: a pong per ping (section 5.5.2), then the close echo, then (on the
+    # server) the end of TCP.
+    for receiver in (whole, pieces, lazy):
         out = receiver.data_to_send()
         if client_sends:
             assert out.pop() == b""
         assert out.pop()[0] == 0x88
-        assert all(frame[0] == 0x8A for frame in out)
-        assert (1 if msgs else 0) <= len(out) <= len(msgs)
+        assert [frame[0] for frame in out] == [0x8A] * len(msgs)
 
 
 @settings(max_examples=300, deadline=None)
@@ -153,10 +159,22 @@ def test_arbitrary_bytes_yield_events_or_a_protocol_error(
     """Garbage never raises: it gives events, or fails the connection with a ProtocolError."""
     codec = PerMessageDeflate(DeflateParams(), is_server=role is Role.SERVER) if deflate else None
     proto = Protocol(role, max_message_size=200, deflate=codec)
+    lazy = Protocol(
+        role,
+        max_message_size=200,
+        deflate=codec and PerMessageDeflate(DeflateParams(), is_server=role is Role.SERVER),
+    )
+    lazy_events = []
     for chunk in chunks:
         proto.receive_data(chunk)
+        lazy.buffer_data(chunk)
+        while (event := lazy.next_event()) is not None:
+            lazy_events.append(event)
     events = proto.events_received()
     assert all(isinstance(e, Event) for e in events)
+    # Parsed on demand, the same events, and the same violation, not yet failed.
+    assert lazy_events == events
+    assert type(lazy.parser_exc) is type(proto.parser_exc)
     if proto.parser_exc is not None:
         assert isinstance(proto.parser_exc, ProtocolError)
         assert proto.parser_exc.close_code in (1002, 1007, 1009)

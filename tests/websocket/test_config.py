@@ -14,6 +14,8 @@ def test_config_defaults() -> None:
     assert config.outbound_queue_messages == 4096
     assert config.outbound_queue_bytes == 1024 * 1024
     assert config.read_size == 65536
+    assert config.inbound_queue_bytes == 256 * 1024
+    assert config.write_timeout == 30
 
 
 @pytest.mark.parametrize(
@@ -23,6 +25,8 @@ def test_config_defaults() -> None:
         ("ping_timeout", -1),
         ("close_timeout", -0.5),
         ("inbound_queue", 0),
+        ("inbound_queue_bytes", 0),
+        ("write_timeout", 0),
         ("outbound_queue_messages", 0),
         ("outbound_queue_bytes", 0),
         ("read_size", 0),
@@ -34,5 +38,8 @@ def test_config_invalid_value_rejected(field: str, value: float) -> None:
 
 
 def test_config_keepalive_disabled_allowed() -> None:
-    config = ConnectionConfig(ping_interval=None, ping_timeout=None, close_timeout=0)
+    config = ConnectionConfig(
+        ping_interval=None, ping_timeout=None, close_timeout=0, write_timeout=None
+    )
     assert config.ping_interval is None
+    assert config.write_timeout is None

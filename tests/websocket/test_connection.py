@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -337,6 +338,8 @@ async def test_server_statistics_count_messages_and_bytes(autojump_clock: MockCl
         stats = server.statistics()
         assert stats.messages_received == 2
         assert stats.inbound_messages == 2
+        # As Python holds them: the data objects, headers included.
+        assert stats.inbound_bytes == sys.getsizeof("abc") + sys.getsizeof(b"defg")
         # Client frames: 2-byte header, 4-byte mask, payload.
         assert stats.bytes_received == (6 + 3) + (6 + 4)
         assert client.statistics().messages_sent == 2

@@ -1,0 +1,69 @@
+"""A peer that does not read what we send is closed within a bound the user sets.
+
+Run with ``-s`` to print how long the never-reading flooder lived.
+"""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+from trio.testing import MockClock
+
+from rue_trio.exceptions import ConnectionClosed
+from rue_trio.protocol import Protocol, Role
+from rue_trio.websocket import ConnectionConfig, WebSocketConn, open_websocket_conn
+
+from ._ws import client_frame, flood
+
+
+async def _echo(conn: WebSocketConn) -> None:
+    try:
+        async for message in conn:
+            await conn.send(message.type, message.data)
+    except ConnectionClosed:
+        pass
+
+
+async def _seconds_until_flooder_closed(config: ConnectionConfig) -> float | None:
+    """Seconds (mock time) until an echo route's connection to a never-reading flooder ends."""
+    # Lockstep streams: a write completes only when the other side reads, as a socket
+    # whose buffers are full.
+    server_stream, attacker = trio.testing.lockstep_stream_pair()
+    closed_at = None
+    with trio.move_on_after(3600):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flood, attacker, client_frame(2, b"x" * 1024) * 16)
+            async with open_websocket_conn(
+                server_stream, Protocol(Role.SERVER), config=config
+            ) as conn:
+                await _echo(conn)
+            closed_at = trio.current_time()
+            nursery.cancel_scope.cancel()
+    return closed_at
+
+
+async def test_server_flooder_never_reading_closed_by_default(autojump_clock: MockClock) -> None:
+    seconds = await _seconds_until_flooder_closed(ConnectionConfig())
+    print(f"\nnever-reading flooder, default settings: closed after {seconds} s")
+    assert seconds is not None
+    assert seconds <= 60
+
+
+async def test_server_flooder_never_reading_closed_after_write_timeout(
+    autojump_clock: MockClock,
+) -> None:
+    """Without keepalive, the write timeout alone closes it."""
+    config = ConnectionConfig(ping_interval=None, write_timeout=5, close_timeout=1)
+    seconds = await _seconds_until_flooder_closed(config)
+    assert seconds is not None
+    assert 5 <= seconds <= 5 + 1 + 1
+
+
+async def test_server_keepalive_never_extends_non_reader_deadline(
+    autojump_clock: MockClock,
+) -> None:
+    """With no write timeout, the keepalive's ping timeout still holds for a non-reader."""
+    config = ConnectionConfig(ping_interval=5, ping_timeout=3, write_timeout=None, close_timeout=1)
+    seconds = await _seconds_until_flooder_closed(config)
+    assert seconds is not None
+    assert seconds <= 5 + 3 + 1 + 1
