@@ -38,7 +38,7 @@ from .hub import (
     StreamPosition,
     UserEvent,
 )
-from .live import LiveHandler, Refused
+from .live import LiveHandler, RefusedError
 from .protocol import DeflateConfig, Message, MessageType
 from .websocket import ConnectionConfig, ConnectionStatistics, WebSocketConn
 
@@ -84,7 +84,7 @@ __all__ = [
     "PresenceKind",
     "ProtocolError",
     "Refusal",
-    "Refused",
+    "RefusedError",
     "Request",
     "RueTrioError",
     "StartupError",

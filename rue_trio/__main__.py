@@ -28,8 +28,8 @@ from rue_trio import App, Hub
 from rue_trio._demo import make_app
 from rue_trio._demo._live import make_live
 from rue_trio._groups import single_failure
+from rue_trio._listen import format_address
 from rue_trio.exceptions import RueTrioError
-from rue_trio.server import format_address
 
 __all__ = ["main"]
 

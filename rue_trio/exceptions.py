@@ -18,6 +18,8 @@ The tree::
     │   └── BindError                 the address cannot be listened on (in use, not ours)
     ├── ConnectError                  client side: the TCP or TLS connection could not be made
     ├── BackplaneError                the hub's backplane (such as Redis) failed or is unreachable
+    ├── LiveError                     rue_trio.live client: the server answered with an error op
+    ├── RefusedError                  rue_trio.live: an app's hook refuses a subscribe or publish
     └── ConnectionClosed              the connection is closed; see code and reason
         ├── ConnectionClosedOK        ... with 1000 or 1001 both ways
         └── ConnectionClosedError     ... any other way (1002, 1006, 1011, a lost TCP link)
