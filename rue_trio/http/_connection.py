@@ -326,24 +326,25 @@ class HTTPConnection:
                     # Handed over, not kept: the request must not stay referenced from this
                     # frame while it runs, as after an upgrade (for the WebSocket's whole life)
                     # the app keeps only a light copy (Request.light). Nor does h11's event.
-                    handover = [
-                        Request(
-                            method,
-                            target,
-                            path,
-                            query,
-                            "1.1"
-                            if event.http_version == b"1.1"
-                            else event.http_version.decode("ascii"),
-                            headers,
-                            lookup.params if type(lookup) is RouteMatch else _EMPTY_PARAMS,
-                            self.remote_address,
-                            body,
-                        )
-                    ]
+                    # Hence dispatch is called, the name dropped, and then its awaitable run.
+                    request = Request(
+                        method,
+                        target,
+                        path,
+                        query,
+                        "1.1"
+                        if event.http_version == b"1.1"
+                        else event.http_version.decode("ascii"),
+                        headers,
+                        lookup.params if type(lookup) is RouteMatch else _EMPTY_PARAMS,
+                        self.remote_address,
+                        body,
+                    )
                     del received, event, headers, body, target
                     try:
-                        await dispatch(self, handover.pop(), lookup)
+                        running = dispatch(self, request, lookup)
+                        del request
+                        await running
                     except Exception:
                         if self.client_gone:
                             return
