@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import trio
+import trio.testing
 
 from rue_trio._gc import YOUNG_THRESHOLD, GcTuning
 from rue_trio.app import App
@@ -114,4 +115,23 @@ def test_server_tune_gc_burst_freezes_live_objects_not_cyclic_garbage() -> None:
         del held
     finally:
         tuning.leave()
+    assert gc.get_freeze_count() == 0
+
+
+async def test_server_tune_gc_accept_burst_freezes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rue_trio.server
+
+    monkeypatch.setattr(rue_trio.server, "GcTuning", lambda: GcTuning(first_freeze=3))
+    app = App()
+    app.get("/", lambda c: c.string(200, "ok"))
+    async with running(app) as (port, scope, done):
+        at_start = gc.get_freeze_count()
+        held: list[list[int]] = [[] for _ in range(100)]  # alive now: frozen by the burst's freeze
+        streams = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(3)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert gc.get_freeze_count() >= at_start + len(held)
+        for stream in streams:
+            await stream.aclose()
+        scope.cancel()
+        await done.wait()
     assert gc.get_freeze_count() == 0
