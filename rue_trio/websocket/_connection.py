@@ -1,10 +1,10 @@
-"""The Trio WebSocket connection: one nursery, a reader, a writer and a keepalive task.
+"""The Trio WebSocket connection: one nursery, a reader task and a writer task.
 
 Theory of operation
 -------------------
 :func:`open_websocket_conn` wraps any :class:`trio.abc.Stream` on which the opening
 handshake is done, and a sans-I/O :class:`~rue_trio.protocol.Protocol`, in a
-:class:`WebSocketConn`. Inside the context manager a nursery runs three tasks:
+:class:`WebSocketConn`. Inside the context manager a nursery runs two tasks:
 
 * **reader**: ``stream.receive_some`` → ``protocol.buffer_data`` → ``protocol.next_events``,
   as far as there is room: fewer than ``inbound_queue`` messages
@@ -19,13 +19,16 @@ handshake is done, and a sans-I/O :class:`~rue_trio.protocol.Protocol`, in a
   reader is the connection's lifeline: when it ends (end of stream, transport error,
   close timeout), the connection is closed, and it tears everything down.
 * **writer**: waits for the :class:`~rue_trio.websocket.FrameQueue` to be non-empty,
-  takes everything queued (up to 1 MiB, or one bigger frame) and writes it with a single
-  ``send_all``. The ``b""`` marker makes it end the transport: after a complete closing
-  handshake it closes the stream at once (the peer sends nothing after its close frame);
+  takes everything queued (up to 1 MiB, or one bigger frame) and writes it at once: on a
+  socket, straight to the kernel without yielding when it takes it all, else through
+  Trio's ``send`` calls; on any other stream, ``send_all`` per 64 KiB. The ``b""`` marker
+  makes it end the transport: after a complete closing handshake it closes the stream
+  at once (the peer sends nothing after its close frame);
   when failing, a half-close when the stream allows it (the reader drains until the
   peer's end, so that no reset destroys our close frame), else ``aclose``. A write that
   makes no progress for ``write_timeout`` aborts the connection: the peer does not read.
-* **keepalive**: a ping every ``ping_interval``; no pong within ``ping_timeout`` fails
+  The writer also runs the **keepalive**, woken by its scope's deadline (no task of its
+  own): a ping every ``ping_interval``; no pong within ``ping_timeout`` fails
   the connection with 1011. Time during which our reader waits on a full inbound buffer
   does not count: the pong may be waiting, unread, behind messages the application has
   not taken yet. Then we are the slow side, not the peer; unless our writer is stuck
@@ -50,7 +53,9 @@ transport is aborted. A client waits for the server to close TCP (RFC 6455 secti
 7.1.1); a server closes it as soon as the handshake completes (the core's ``b""``).
 
 Cancellation. The tasks run inside shielded cancel scopes that only the connection
-cancels (one each and no other per idle connection: a scope costs about 1 KiB). When
+cancels (one each and no other per idle connection: a scope costs about 1 KiB); the
+writer's deadline is the write bound or the keepalive's next step, and when it runs out
+while the writer is idle, the writer goes on in a fresh scope. When
 the task that owns the connection is cancelled (server shutdown), the context manager
 still performs the closing handshake with 1001, within ``close_timeout``, and then lets
 ``Cancelled`` propagate. The tasks never raise into the
@@ -64,7 +69,7 @@ import errno
 import json
 import math
 import os
-from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from sys import getsizeof
 from types import MappingProxyType
@@ -101,6 +106,8 @@ _CHUNK = 1 << 16
 _TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 # What a closed socket's calls fail with (as trio's SocketStream sees them).
 _CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
+# Whether a socket's descriptor can be written with os.write (not on Windows).
+_WRITE_FD = os.name == "posix"
 _DEFAULT_CONFIG = ConnectionConfig()
 # The default of WebSocketConn.meta: one read-only empty mapping shared by every connection.
 _NO_META: Mapping[str, Any] = MappingProxyType({})
@@ -195,7 +202,11 @@ class WebSocketConn:
         "_inbound",
         "_inbound_bytes",
         "_inbound_limit",
-        "_keepalive_scope",
+        "_ka_credited",
+        "_ka_due",
+        "_ka_paused",
+        "_ka_payload",
+        "_ka_ping",
         "_last_rtt",
         "_messages_received",
         "_messages_sent",
@@ -269,7 +280,13 @@ class WebSocketConn:
         # cancelling it is how the connection aborts (each scope costs about 1 KiB).
         self._reader_scope = trio.CancelScope(shield=True)
         self._writer_scope = trio.CancelScope(shield=True)
-        self._keepalive_scope: trio.CancelScope | None = None
+        # The keepalive, run by the writer: when it must act next (send a ping, or give
+        # up on its pong), the ping waiting for its pong, and the reader's pauses.
+        self._ka_due = math.inf
+        self._ka_ping: _PingWaiter | None = None
+        self._ka_payload = b""
+        self._ka_paused = 0.0
+        self._ka_credited = 0.0
         # Whether the writer is inside a write: the peer has not taken our bytes yet.
         self._writing = False
         self._paused_total = 0.0
@@ -811,8 +828,6 @@ class WebSocketConn:
         """Cancel whatever of the connection's tasks still runs (after the close)."""
         self._reader_scope.cancel()
         self._writer_scope.cancel()
-        if self._keepalive_scope is not None:
-            self._keepalive_scope.cancel()
 
     def _abort(self, exc: BaseException) -> None:
         """End the connection because of ``exc``: the reader stops and tears down."""
@@ -846,10 +861,11 @@ class WebSocketConn:
         # Constant task names: formatting one per task and connection costs time and
         # memory; ``repr(conn)`` tells the connections apart.
         nursery.start_soon(self._run_reader, name="rue_trio websocket reader")
+        interval = self._config.ping_interval
+        if interval is not None:
+            # The writer's wait for frames ends at the first ping (see _keepalive_tick).
+            self._ka_due = self._writer_scope.deadline = trio.current_time() + interval
         nursery.start_soon(self._run_writer, name="rue_trio websocket writer")
-        if self._config.ping_interval is not None:
-            self._keepalive_scope = trio.CancelScope(shield=True)
-            nursery.start_soon(self._run_keepalive, name="rue_trio websocket keepalive")
 
     async def _run_reader(self) -> None:
         clean = False
@@ -993,6 +1009,20 @@ class WebSocketConn:
             if payload == data:
                 self._last_rtt = waiter.rtt
                 break
+        keepalive = self._ka_ping
+        if (
+            keepalive is not None
+            and keepalive.rtt is not None
+            and self._config.ping_timeout is not None
+        ):
+            # Answered in time: the next keepalive ping goes an interval from now.
+            interval = self._config.ping_interval
+            assert interval is not None
+            self._ka_ping = None
+            self._ka_due = now + interval
+            if self._out._writer.task is not None:
+                # The idle writer is to wake by then (its deadline is the pong's).
+                self._out._writer.wake()
 
     async def _teardown(self, clean: bool) -> None:
         """End the connection: state CLOSED, close the transport, wake everyone."""
@@ -1006,8 +1036,7 @@ class WebSocketConn:
             for waiter in self._pings.values():
                 waiter.event.set()
             self._pings.clear()
-            if self._keepalive_scope is not None:
-                self._keepalive_scope.cancel()
+            self._ka_due = math.inf
             if self._stream_closed_by_us:
                 # The writer closed it after the closing handshake.
                 await checkpoint_if_cancelled()
@@ -1041,26 +1070,33 @@ class WebSocketConn:
                 except Exception as exc:
                     # A bug; as in the reader, it must not reach the user's nursery.
                     self._abort(exc)
-            if (
-                not scope.cancelled_caught
-                or self._reader_done
-                or trio.current_time() < scope.deadline
-            ):
+            now = trio.current_time()
+            if not scope.cancelled_caught or self._reader_done or now < scope.deadline:
                 return
+            # The deadline: the write bound, or the keepalive's next step.
             if self._writing:
-                # No progress within the write bound: the peer does not read what we send.
-                timeout = self._config.write_timeout
-                self._abort(TimeoutError(f"a write made no progress for {timeout} s"))
+                # Cut short, the write leaves the transport unusable: abort.
+                if now >= self._keepalive_fail_at():
+                    self._keepalive_failed()
+                else:
+                    timeout = self._config.write_timeout
+                    self._abort(TimeoutError(f"a write made no progress for {timeout} s"))
                 return
-            # The write bound stays armed after a write (see _arm_write_bound) and expired
-            # while the writer was idle: go on in a fresh scope.
-            self._writer_scope = trio.CancelScope(shield=True)
+            if now >= self._ka_due:
+                try:
+                    self._keepalive_tick(now)
+                except Exception as exc:
+                    self._abort(exc)
+                    return
+            # Otherwise the write bound left armed after the last write (see _arm_write)
+            # ran out while the writer was idle. Go on in a fresh scope.
+            self._writer_scope = trio.CancelScope(shield=True, deadline=self._ka_due)
 
     async def _write_loop(self) -> None:
         out = self._out
         stream = self._stream
         scope = self._writer_scope
-        timeout = self._config.write_timeout
+        keepalive = self._config.ping_interval is not None
         # A plain socket is written through its own send calls, each one a step of
         # progress that renews the write bound; any other stream by chunks.
         sock = stream.socket if type(stream) is trio.SocketStream else None
@@ -1070,29 +1106,117 @@ class WebSocketConn:
             if not out._frames:
                 if out._closed:
                     return
+                if self._ka_due < scope.deadline:
+                    # Wake for the keepalive's next step (a no-op without keepalive).
+                    scope.deadline = self._ka_due
                 await out._writer.wait()
                 continue
+            if keepalive and trio.current_time() >= self._ka_due:
+                # A busy writer is never idle when the keepalive is due.
+                self._keepalive_tick(trio.current_time())
             batch, eof = out._take(_MAX_WRITE)
             if batch:
                 data = batch[0] if len(batch) == 1 else b"".join(batch)
                 self._writing = True
                 if sock is not None:
-                    await _send_to_socket(sock, data, scope, timeout)
+                    sent = _write_now(sock, data) if _WRITE_FD else 0
+                    if sent < len(data):
+                        await _send_to_socket(sock, data, sent, self._arm_write)
                 elif len(data) <= _CHUNK:
-                    if timeout is not None:
-                        _arm_write_bound(scope, timeout)
+                    self._arm_write()
                     await stream.send_all(data)
                 else:
                     with memoryview(data) as view:
                         for start in range(0, len(data), _CHUNK):
-                            if timeout is not None:
-                                _arm_write_bound(scope, timeout)
+                            self._arm_write()
                             await stream.send_all(view[start : start + _CHUNK])
                 self._writing = False
                 self._bytes_sent += len(data)
             if eof:
+                # Ending the transport is bounded by the reader's close timeout.
+                scope.deadline = math.inf
                 await self._end_transport()
                 return
+
+    def _arm_write(self) -> None:
+        """Set the writer's deadline for a write (or a chunk of one) that starts now.
+
+        It must not run out before ``write_timeout`` from now, unless the keepalive
+        would fail the connection first (a stuck writer cannot deliver the pong's ping);
+        it may run out a sixteenth later. The deadline is moved only when it is outside
+        that range: a busy writer sets it about once per ``write_timeout / 16`` seconds
+        instead of twice per write (setting a scope's deadline cost 0.5 us per message
+        of a pipelined echo, where a whole message costs 5), and it stays armed after
+        the write.
+        """
+        scope = self._writer_scope
+        timeout = self._config.write_timeout
+        fail = self._keepalive_fail_at()
+        now = trio.current_time()
+        deadline = scope.deadline
+        if timeout is None:
+            if deadline != fail:
+                scope.deadline = fail
+        elif deadline > fail or deadline < min(now + timeout, fail) or deadline == math.inf:
+            scope.deadline = min(now + timeout + timeout / 16, fail)
+
+    def _keepalive_fail_at(self) -> float:
+        """When the keepalive gives up if no pong comes (pauses not credited yet)."""
+        timeout = self._config.ping_timeout
+        if timeout is None:
+            return math.inf
+        if self._ka_ping is not None:
+            return self._ka_due
+        return self._ka_due + timeout
+
+    def _keepalive_tick(self, now: float) -> None:
+        """The keepalive's step, due now: send a ping, or give up on its pong.
+
+        The keepalive runs in the writer, whose deadline wakes it: no task, scope or
+        sleep of its own (4.1 KiB and 25 objects per idle connection as a task). A pong
+        that comes in time moves the next step on (see :meth:`_on_pong`).
+        """
+        config = self._config
+        interval = config.ping_interval
+        timeout = config.ping_timeout
+        assert interval is not None
+        if self._protocol.state is not State.OPEN:
+            self._ka_due = math.inf
+            return
+        waiter = self._ka_ping
+        if waiter is not None and timeout is not None:
+            # No pong yet. While our reader waited for the application to take messages,
+            # it read nothing: the pong may be in the transport's buffer. Give that time
+            # back, unless our writer is stuck on this peer (then the application waits
+            # for a peer that does not read, and the peer is the slow side).
+            paused = self._paused_time() - self._ka_paused
+            if paused <= self._ka_credited or self._writing:
+                self._keepalive_failed()
+                return
+            self._ka_due += paused - self._ka_credited
+            self._ka_credited = paused
+            return
+        # Without a ping timeout an unanswered ping is forgotten when the next one goes,
+        # so that a silent peer does not grow the table of waiters.
+        if waiter is not None and self._pings.get(self._ka_payload) is waiter:
+            del self._pings[self._ka_payload]
+        payload = self._ka_payload = self._fresh_ping_payload()
+        self._ka_ping = self._send_ping(payload)
+        if timeout is None:
+            self._ka_due = now + interval
+        else:
+            self._ka_paused = self._paused_time()
+            self._ka_credited = 0.0
+            self._ka_due = now + timeout
+
+    def _keepalive_failed(self) -> None:
+        timeout = self._config.ping_timeout
+        self._ka_due = math.inf
+        exc = TimeoutError(f"no pong within {timeout} s of a keepalive ping")
+        self._fail(1011, "keepalive ping timeout", exc)
+        if self._writing:
+            # The write was cut short: nothing more can be written.
+            self._abort(exc)
 
     async def _end_transport(self) -> None:
         """The core asked to close TCP: after the closing handshake, or after failing."""
@@ -1112,79 +1236,39 @@ class WebSocketConn:
             self._stream_closed_by_us = True
             await stream.aclose()
 
-    async def _run_keepalive(self) -> None:
-        assert self._keepalive_scope is not None
-        with self._keepalive_scope:
-            await trio.lowlevel.checkpoint()
-            try:
-                await self._keepalive_loop()
-            except Exception as exc:
-                self._abort(exc)
 
-    async def _keepalive_loop(self) -> None:
-        interval = self._config.ping_interval
-        timeout = self._config.ping_timeout
-        assert interval is not None
-        pings = self._pings
-        payload = b""
-        waiter = None
-        while True:
-            await trio.sleep(interval)
-            if self._protocol.state is not State.OPEN:
-                return
-            # Without a ping timeout an unanswered ping is forgotten when the next one
-            # goes, so that a silent peer does not grow the table of waiters.
-            if waiter is not None and pings.get(payload) is waiter:
-                del pings[payload]
-            payload = self._fresh_ping_payload()
-            waiter = self._send_ping(payload)
-            if timeout is not None and not await self._wait_pong(waiter, timeout):
-                self._fail(
-                    1011,
-                    "keepalive ping timeout",
-                    TimeoutError(f"no pong within {timeout} s of a keepalive ping"),
-                )
-                return
-
-    async def _wait_pong(self, waiter: _PingWaiter, patience: float) -> bool:
-        """Wait for a pong; ``False`` if it did not come in time (our own pauses excluded)."""
-        paused_at_start = self._paused_time()
-        credited = 0.0
-        deadline = trio.current_time() + patience
-        while True:
-            with trio.move_on_at(deadline):
-                await waiter.event.wait()
-                return True
-            # While our reader waited for the application to take messages, it read
-            # nothing: the pong may be in the transport's buffer. Give that time back,
-            # unless our writer is stuck on this peer: then the application is waiting
-            # for a peer that does not read, and the peer is the slow side.
-            paused = self._paused_time() - paused_at_start
-            if paused <= credited or self._writing:
-                return False
-            deadline += paused - credited
-            credited = paused
+def _socket_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
+    """The stream error for a socket call's ``exc``, as trio's ``SocketStream`` raises it."""
+    if exc.errno in _CLOSED_ERRNOS:
+        return trio.ClosedResourceError("the socket was closed")
+    return trio.BrokenResourceError(f"socket connection broken: {exc}")
 
 
-def _arm_write_bound(scope: trio.CancelScope, timeout: float) -> None:
-    """Make sure ``scope`` runs out no sooner than ``timeout`` from now: a write starts.
+def _write_now(sock: trio.socket.SocketType, data: bytes) -> int:
+    """Write what the kernel takes of ``data`` at once, without yielding; return how much.
 
-    The deadline is moved only when it is too near, and then past that by a sixteenth of
-    ``timeout``: a busy writer sets it once per ``timeout / 16`` seconds instead of twice
-    per write (setting a scope's deadline cost 0.5 us per message of a pipelined echo,
-    where a whole message costs 5). So a peer is dropped after between ``timeout`` and
-    ``17/16 * timeout`` without progress. The deadline is left armed after the write.
+    When it takes everything (the usual case), the writer goes back to its queue, whose
+    wait is its schedule point. Trio's ``send`` yields once more after a complete write:
+    a task step per write (ping-pong: 4.00 steps and 245 calls per round trip with it,
+    3.00 and 215 without, ``bench/profile_server.py --scenario pingpong``), and a woken
+    broadcast writer kept its await chain alive until the next pass (23 objects each).
+
+    Raises:
+        trio.ClosedResourceError: the socket was closed (by us).
+        trio.BrokenResourceError: the connection broke.
     """
-    now = trio.current_time()
-    deadline = scope.deadline
-    if deadline < now + timeout or deadline == math.inf:
-        scope.deadline = now + timeout + timeout / 16
+    try:
+        return os.write(sock.fileno(), data)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        raise _socket_error(exc) from exc
 
 
 async def _send_to_socket(
-    sock: trio.socket.SocketType, data: bytes, scope: trio.CancelScope, bound: float | None
+    sock: trio.socket.SocketType, data: bytes, sent: int, arm: Callable[[], None]
 ) -> None:
-    """Write ``data`` to a socket, renewing the write bound on every bit of progress.
+    """Write ``data[sent:]`` to a socket, renewing the write bound on every bit of progress.
 
     ``SocketStream.send_all`` makes the same calls, but its progress is not visible.
 
@@ -1192,18 +1276,14 @@ async def _send_to_socket(
         trio.ClosedResourceError: the socket was closed (by us).
         trio.BrokenResourceError: the connection broke.
     """
-    sent = 0
     total = len(data)
     with memoryview(data) as view:
         while True:
-            if bound is not None:
-                _arm_write_bound(scope, bound)
+            arm()
             try:
-                sent += await sock.send(view[sent:] if sent else view)
+                sent += await sock.send(view[sent:])
             except OSError as exc:
-                if exc.errno in _CLOSED_ERRNOS:
-                    raise trio.ClosedResourceError("the socket was closed") from None
-                raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+                raise _socket_error(exc) from exc
             if sent >= total:
                 return
 
