@@ -431,7 +431,7 @@ class WebSocketConn:
         if (
             deflate is not None
             and not deflate.shareable
-            and out._accepting
+            and out._is_accepting()
             and not out._has_room()
         ):
             return b""
@@ -481,7 +481,7 @@ class WebSocketConn:
             inbound_messages=len(self._inbound),
             inbound_bytes=sum(getsizeof(message.data) for message in self._inbound),
             queued_frames=len(out),
-            queued_bytes=out._queued_bytes,
+            queued_bytes=out.statistics().queued_bytes,
             pings_sent=self._pings_sent,
             last_ping_rtt=self._last_rtt,
         )
@@ -521,21 +521,13 @@ class WebSocketConn:
         """
         await checkpoint_if_cancelled()
         out = self._out
-        # The hot path: FrameQueue._has_room() and _append(), inlined (about 10% of a
-        # pipelined echo's CPU time).
-        if not (
-            out._accepting and len(out._frames) < out._max_frames and out._nbytes < out._max_bytes
-        ):
-            if out._accepting:
+        if not out._has_room():
+            if out._is_accepting():
                 await out._wait_room()
-            if not out._accepting:
+            if not out._is_accepting():
                 await self._raise_closed_to_sender()
         # No checkpoint from here on: the message is encoded and queued at once.
-        frame = self._protocol.encode(message_type, data)
-        out._frames.append(frame)
-        out._nbytes += len(frame)
-        if out._writer.task is not None:
-            out._writer.wake()
+        out._append(self._protocol.encode(message_type, data))
         self._messages_sent += 1
 
     def send_nowait(
@@ -556,7 +548,7 @@ class WebSocketConn:
             ValueError: ``message_type`` is not a data message type.
         """
         out = self._out
-        if not out._accepting:
+        if not out._is_accepting():
             raise self._closed_error()
         if not out._has_room():
             raise trio.WouldBlock
@@ -926,7 +918,7 @@ class WebSocketConn:
                             drop = True
                         else:
                             drop = False
-                        if out._nbytes >= out._max_bytes:
+                        if out._bytes_full():
                             # Our pongs are not being read: stop reading pings.
                             await out._wait_bytes_room()
                         events = protocol.next_events(count_room, byte_room)
@@ -1020,9 +1012,8 @@ class WebSocketConn:
             assert interval is not None
             self._ka_ping = None
             self._ka_due = now + interval
-            if self._out._writer.task is not None:
-                # The idle writer is to wake by then (its deadline is the pong's).
-                self._out._writer.wake()
+            # An idle writer is to wake by then (its deadline is the pong's).
+            self._out._wake_writer()
 
     async def _teardown(self, clean: bool) -> None:
         """End the connection: state CLOSED, close the transport, wake everyone."""
@@ -1103,13 +1094,13 @@ class WebSocketConn:
         # A cancellation point only: the first wait for frames is the schedule point.
         await checkpoint_if_cancelled()
         while True:
-            if not out._frames:
-                if out._closed:
+            if not out:
+                if out._is_closed():
                     return
                 if self._ka_due < scope.deadline:
                     # Wake for the keepalive's next step (a no-op without keepalive).
                     scope.deadline = self._ka_due
-                await out._writer.wait()
+                await out._wait_frames()
                 continue
             if keepalive and trio.current_time() >= self._ka_due:
                 # A busy writer is never idle when the keepalive is due.

@@ -20,7 +20,9 @@ the same object in every recipient's queue (invariant 3).
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
@@ -169,9 +171,28 @@ class FrameQueue:
 
     # The connection's side (same package): not part of the public surface.
 
-    @property
-    def _queued_bytes(self) -> int:
-        return self._nbytes
+    def _is_accepting(self) -> bool:
+        """Whether data frames are accepted (until the connection starts closing)."""
+        return self._accepting
+
+    def _is_closed(self) -> bool:
+        """Whether the transport is gone (see :meth:`_close`)."""
+        return self._closed
+
+    def _bytes_full(self) -> bool:
+        """Whether ``max_bytes`` or more are queued: control frames too should wait."""
+        return self._nbytes >= self._max_bytes
+
+    def _wait_frames(self) -> Coroutine[Any, Any, object]:
+        """Sleep until a frame is queued or the queue closes: ``await queue._wait_frames()``.
+
+        For the one writer task; a plain method, as :meth:`Waiter.wait`.
+        """
+        return self._writer.wait()
+
+    def _wake_writer(self) -> None:
+        """Wake the writer if it waits for frames (to look at its deadline again)."""
+        self._writer.wake()
 
     def _has_room(self) -> bool:
         """The room rule, in one place: a data frame is accepted while this holds."""
