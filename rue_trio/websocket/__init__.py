@@ -6,7 +6,8 @@ and the client (:mod:`rue_trio.client`) both build on :func:`open_websocket_conn
 """
 
 from ._config import ConnectionConfig, ConnectionStatistics
-from ._connection import HandshakeRequest, WebSocketConn, open_websocket_conn
+from ._connection import HandshakeRequest, WebSocketConn
+from ._lifecycle import open_websocket_conn
 from ._queue import FrameQueue, FrameQueueStatistics
 
 __all__ = [
