@@ -54,7 +54,7 @@ NFRAMES = 25
 # frame by frame from the innermost (the allocation) outward.
 CATEGORIES = [
     ("h11 connection and parser state", ("h11.",)),
-    ("request objects (Request, headers, Context)", ("rue_trio.http._request", "rue_trio.app:")),
+    ("request objects (Request, headers, Context)", ("rue_trio.http._request", "rue_trio.app.")),
     ("protocol core (sans-I/O)", ("rue_trio.protocol.",)),
     ("FrameQueue", ("rue_trio.websocket._queue",)),
     ("Waiters and ping waiters", ("rue_trio.websocket._waiter", "_PingWaiter")),

@@ -69,7 +69,7 @@ COMPONENTS = [
     ("rue_trio http/ (request, router, 101)", ("rue_trio/http/",)),
     (
         "rue_trio app, server, handlers",
-        ("rue_trio/app.py", "rue_trio/server.py", "rue_trio/handlers.py"),
+        ("rue_trio/app/", "rue_trio/server.py", "rue_trio/handlers.py"),
     ),
     ("rue_trio protocol/ (frames, handshake)", ("rue_trio/protocol/",)),
     ("rue_trio websocket/ (conn, queue, tasks)", ("rue_trio/websocket/",)),

@@ -24,6 +24,7 @@ from .exceptions import (
     ProtocolError,
     RueTrioError,
     StartupError,
+    WorkerExitedError,
 )
 from .handlers import WebSocketHandler
 from .http import Request
@@ -38,7 +39,7 @@ from .hub import (
     StreamPosition,
     UserEvent,
 )
-from .live import LiveHandler, Refused
+from .live import LiveHandler, RefusedError
 from .protocol import DeflateConfig, Message, MessageType
 from .websocket import ConnectionConfig, ConnectionStatistics, WebSocketConn
 
@@ -84,10 +85,11 @@ __all__ = [
     "PresenceKind",
     "ProtocolError",
     "Refusal",
-    "Refused",
+    "RefusedError",
     "Request",
     "RueTrioError",
     "StartupError",
+    "WorkerExitedError",
     "StreamPosition",
     "TextMessage",
     "UserEvent",

@@ -10,9 +10,9 @@ __all__ = ["single_failure"]
 def single_failure(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     """The only exception in ``group`` that is not a cancellation, if there is exactly one.
 
-    A context manager that hides a nursery raises that one exception as itself (STYLE.md:
-    never a bare ``ExceptionGroup`` for a single failure); with none or several, the
-    caller re-raises the group.
+    A context manager that hides a nursery raises that one exception as itself, never a
+    bare ``ExceptionGroup`` for a single failure (docs/topics/design.md, "Errors are
+    local"); with none or several, the caller re-raises the group.
     """
     failures: list[BaseException] = []
     pending: list[BaseException] = [group]

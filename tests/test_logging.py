@@ -18,7 +18,7 @@ from rue_trio import (
     WebSocketHandler,
     open_websocket,
 )
-from rue_trio import app as app_module
+from rue_trio.app._run import configure_default_logging
 from rue_trio.testing import open_test_client
 
 from ._programs import ROOT, serving
@@ -80,7 +80,7 @@ def test_app_run_keeps_the_applications_logging(monkeypatch: pytest.MonkeyPatch)
     handler = logging.NullHandler()
     monkeypatch.setattr(root, "handlers", [handler])
     level = root.level
-    app_module._configure_logging()
+    configure_default_logging()
     assert root.handlers == [handler]
     assert root.level == level
 

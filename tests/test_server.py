@@ -21,6 +21,7 @@ import trio.testing
 import trustme
 
 from rue_trio.app import App, Context, default
+from rue_trio.app._run import run_until_signal
 from rue_trio.handlers import WebSocketHandler
 from rue_trio.http import HTTPConnection, HTTPLimits, Lookup, Request, Router
 from rue_trio.server import Server, format_address, parse_address
@@ -556,7 +557,7 @@ async def test_server_run_until_signal_stops_gracefully_in_process(
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
-                partial(app._run_until_signal, "127.0.0.1", 0, ssl_context=None, max_connections=1)
+                partial(run_until_signal, app, "127.0.0.1", 0, ssl_context=None, max_connections=1)
             )
             await trio.testing.wait_all_tasks_blocked()
             (line,) = [r.getMessage() for r in caplog.records if "listening" in r.getMessage()]
@@ -569,16 +570,16 @@ async def test_server_run_until_signal_stops_gracefully_in_process(
 
 
 def test_server_configure_logging_only_when_unconfigured(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rue_trio.app import _configure_logging
+    from rue_trio.app._run import configure_default_logging
 
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [])
     monkeypatch.setattr(root, "level", logging.WARNING)
     monkeypatch.setattr(logging.getLogger("rue_trio"), "handlers", [])
-    _configure_logging()
+    configure_default_logging()
     assert len(root.handlers) == 1
     assert root.level == logging.INFO
-    _configure_logging()
+    configure_default_logging()
     assert len(root.handlers) == 1
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
-from rue_trio import App, Context, HistoryConfig, LiveHandler, Refused, WebSocketConn
+from rue_trio import App, Context, HistoryConfig, LiveHandler, RefusedError, WebSocketConn
 from rue_trio.hub import Backplane, HistoryStream, UserDirectory
 
 from ._chat import _ROOM_PATTERN, MAX_CONTENT, MAX_ROOM, STATIC_DIR, _clean_name
@@ -86,12 +86,12 @@ def _identify(conn: WebSocketConn) -> None:
 
 def _check_room(conn: WebSocketConn, room: str) -> None:
     if _ROOM_PATTERN.fullmatch(room) is None:
-        raise Refused(f"a room name is 1 to {MAX_ROOM} letters, digits, - or _", 400)
+        raise RefusedError(f"a room name is 1 to {MAX_ROOM} letters, digits, - or _", 400)
 
 
 def _stamp(conn: WebSocketConn, room: str, data: Any) -> dict[str, str]:
     _check_room(conn, room)
     text = data.get("text") if isinstance(data, dict) else data
     if not isinstance(text, str) or not text.strip():
-        raise Refused("a message is {'text': a non-empty string}", 400)
+        raise RefusedError("a message is {'text': a non-empty string}", 400)
     return {"from": conn.user or "", "text": text.strip()[:MAX_CONTENT]}

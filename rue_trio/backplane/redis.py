@@ -1,7 +1,8 @@
 """A hub backplane over Redis pub/sub, through coredis: hubs in many processes as one.
 
-This is the only module of rue_trio that imports coredis (and, through it, anyio, which
-runs on Trio). Install it with the ``redis`` extra: ``pip install rue_trio[redis]``.
+Only ``rue_trio.backplane`` imports coredis (and, through it, anyio, which runs on Trio);
+the link handling its Redis adapters share is in ``_link.py``. Install it with the
+``redis`` extra: ``pip install rue_trio[redis]``.
 
 Theory of operation
 ===================
@@ -19,11 +20,11 @@ Theory of operation
   ``publish`` never waits; a full queue drops and counts, ``dropped_outbound``) and
   sends everything queued as one pipeline on one connection, so one node's messages
   reach every other node in the order the hub published them.
-* the **presence** task writes this node's members to Redis: a set of member ids for
-  everyone and one per room, under ``<ns>:p:<node>...``, each with a TTL, and the node in
-  the sorted set ``<ns>:nodes`` scored by the time its heartbeat expires. Changes are
-  batched; a heartbeat every ``heartbeat_interval`` refreshes the TTLs. A node that dies
-  stops refreshing: its members drop out of the cluster's counts within
+* the **presence** task (``_presence.py``) writes this node's members to Redis: a set of
+  member ids for everyone and one per room, under ``<ns>:p:<node>...``, each with a TTL,
+  and the node in the sorted set ``<ns>:nodes`` scored by the time its heartbeat
+  expires. Changes are batched; a heartbeat every ``heartbeat_interval`` refreshes the
+  TTLs. A node that dies stops refreshing: its members drop out of the cluster's counts within
   ``presence_ttl`` seconds. A node that stops cleanly removes its keys.
 
 Faults. The first connection is checked at start: if Redis cannot be reached after
@@ -38,18 +39,15 @@ translated here into :class:`BackplaneError` (with the original as ``__cause__``
 from __future__ import annotations
 
 import logging
-import math
 import time
 import uuid
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-import anyio
 import coredis
 import coredis.exceptions
 import trio
 
-from rue_trio.exceptions import BackplaneError, InvalidURIError
 from rue_trio.hub import (
     BackplaneSink,
     BackplaneStatistics,
@@ -58,58 +56,14 @@ from rue_trio.hub import (
     unpack_envelope,
 )
 
+from ._link import check_url, first_contact, leaf, link_error, link_failures, text
+from ._presence import ClusterPresence
+
 __all__ = ["RedisBackplane"]
 
 logger = logging.getLogger("rue_trio.backplane")
 
-# Errors that mean "the link to Redis is broken (or was never made)".
-_LINK_ERRORS: Final = (
-    coredis.exceptions.RedisError,
-    OSError,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    anyio.EndOfStream,
-    TimeoutError,
-)
 _ORIGIN: Final = slice(3, 19)  # the origin node id in a packed envelope
-
-
-def _link_error(exc: BaseException) -> bool:
-    """Whether ``exc`` (or every leaf of an exception group) is a broken Redis link."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_link_error(inner) for inner in exc.exceptions)
-    return isinstance(exc, _LINK_ERRORS)
-
-
-def _check_url(url: str) -> str:
-    """Check that ``url`` names a Redis server; return it with its password hidden."""
-    if not isinstance(url, str):
-        raise InvalidURIError("the Redis URL must be a string such as 'redis://host:6379/0'")
-    parts = urlsplit(url)
-    shown = url
-    if parts.password is not None:
-        shown = url.replace(f":{parts.password}@", ":***@", 1)
-    fix = "write redis://host:6379/0, rediss://host:6380/0 or unix:///path/redis.sock"
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise InvalidURIError(f"{shown!r} is not a Redis URL: {fix}")
-    try:
-        parts.port  # noqa: B018 - parsing the port is the check
-    except ValueError:
-        raise InvalidURIError(f"{shown!r}: the port is not a number: {fix}") from None
-    if parts.scheme == "unix":
-        if not parts.path:
-            raise InvalidURIError(f"{shown!r} has no socket path: {fix}")
-    elif not parts.hostname:
-        raise InvalidURIError(f"{shown!r} has no host: {fix}")
-    elif parts.path.strip("/") and not parts.path.strip("/").isdigit():
-        raise InvalidURIError(f"{shown!r}: the database must be a number, as /0: {fix}")
-    return shown
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
 
 
 class RedisBackplane:
@@ -163,19 +117,16 @@ class RedisBackplane:
             raise ValueError("heartbeat_interval must be shorter than presence_ttl")
         self._url = url
         # The URL as messages and logs show it: without its password.
-        self._shown_url = _check_url(url)
+        self._shown_url = check_url(url)
         self._namespace = namespace
         self._connect_attempts = connect_attempts
         self._reconnect_min = reconnect_min
         self._reconnect_max = reconnect_max
-        self._ttl = presence_ttl
-        self._heartbeat = heartbeat_interval
         self._connect_timeout = connect_timeout
         self._node = uuid.uuid4().bytes
         self._node_hex = self._node.hex()
         self._everyone_channel = f"{namespace}:bc".encode()
         self._room_prefix = f"{namespace}:bc:r:".encode()
-        self._nodes_key = f"{namespace}:nodes"
         self._out_send, self._out_receive = trio.open_memory_channel[Envelope](outbound_size)
         # Subscriptions: what the hub wants, what Redis confirmed, and who waits.
         self._wanted: set[str] = set()
@@ -183,11 +134,15 @@ class RedisBackplane:
         self._changed = trio.Event()
         self._settled = trio.Event()
         self._connected = False
-        # Presence: the local mirror, and the changes not yet written.
-        self._members: dict[str | None, set[str]] = {None: set()}
-        self._pending: dict[str | None, dict[str, bool]] = {}
-        self._rewrite = True
-        self._dirty = trio.Event()
+        # Presence: the local mirror, written to Redis by the presence task.
+        self._presence = ClusterPresence(
+            namespace,
+            self._node_hex,
+            presence_ttl,
+            heartbeat_interval,
+            reconnect_min,
+            self._shown_url,
+        )
         self._started = False
         self._command_client: coredis.Redis[bytes] | None = None
         self._published = 0
@@ -255,12 +210,7 @@ class RedisBackplane:
             member_id: the member's id.
             room: the room, or ``None``.
         """
-        members = self._members.get(room)
-        if members is None:
-            members = self._members[room] = set()
-        members.add(member_id)
-        self._pending.setdefault(room, {})[member_id] = True
-        self._dirty.set()
+        self._presence.add(member_id, room)
 
     def presence_remove(self, member_id: str, room: str | None) -> None:
         """Forget a local member in everyone (``room`` ``None``) or in a room.
@@ -269,13 +219,7 @@ class RedisBackplane:
             member_id: the member's id.
             room: the room, or ``None``.
         """
-        members = self._members.get(room)
-        if members is not None:
-            members.discard(member_id)
-            if not members and room is not None:
-                del self._members[room]
-        self._pending.setdefault(room, {})[member_id] = False
-        self._dirty.set()
+        self._presence.remove(member_id, room)
 
     async def synced(self) -> None:
         """Wait until Redis confirmed the subscriptions wanted so far, or the link is down.
@@ -300,8 +244,8 @@ class RedisBackplane:
         Raises:
             BackplaneError: Redis cannot be reached.
         """
-        own = len(self._members.get(room, ()))
-        counts = await self._query_others(room, "SCARD")
+        own = len(self._presence.local(room))
+        counts = await self._presence.query_others(self._command_client, room, "SCARD")
         return own + sum(int(count) for count in counts)
 
     async def cluster_members(self, room: str | None) -> list[str]:
@@ -318,9 +262,10 @@ class RedisBackplane:
         Raises:
             BackplaneError: Redis cannot be reached.
         """
-        found = set(self._members.get(room, ()))
-        for members in await self._query_others(room, "SMEMBERS"):
-            found.update(_text(member) for member in members)
+        found = set(self._presence.local(room))
+        client = self._command_client
+        for members in await self._presence.query_others(client, room, "SMEMBERS"):
+            found.update(text(member) for member in members)
         return sorted(found)
 
     def statistics(self) -> BackplaneStatistics:
@@ -362,15 +307,21 @@ class RedisBackplane:
             raise RuntimeError("a RedisBackplane serves one hub and runs once")
         self._started = True
         client = self._client("cmd")
-        try:
+        with link_failures(self._shown_url):
             async with client:
-                await self._first_contact(client)
+                await first_contact(
+                    client,
+                    self._shown_url,
+                    self._connect_attempts,
+                    self._reconnect_min,
+                    self._reconnect_max,
+                )
                 self._command_client = client
                 try:
                     async with trio.open_nursery() as nursery:
                         await nursery.start(self._subscriber, sink)
                         nursery.start_soon(self._publisher, client)
-                        nursery.start_soon(self._presence, client)
+                        nursery.start_soon(self._presence.keep_written, client)
                         task_status.started()
                 finally:
                     self._connected = False
@@ -378,22 +329,7 @@ class RedisBackplane:
                     self._out_send.close()
                     with trio.move_on_after(self._connect_timeout) as scope:
                         scope.shield = True
-                        await self._remove_presence(client)
-        except BaseExceptionGroup as group:
-            cancelled, rest = group.split(trio.Cancelled)
-            if cancelled is not None and (rest is None or _link_error(rest)):
-                # Cancelled while coredis tore its connections down: its own cleanup
-                # then fails on the closed connection; the cancellation is what counts.
-                raise cancelled from None
-            if _link_error(group):
-                raise BackplaneError(
-                    f"Redis at {self._shown_url} failed: {_leaf(group)}"
-                ) from _leaf(group)
-            raise
-        except Exception as exc:
-            if _link_error(exc):
-                raise BackplaneError(f"Redis at {self._shown_url} failed: {exc}") from exc
-            raise
+                        await self._presence.remove_all(client)
 
     def _client(self, role: str) -> coredis.Redis[bytes]:
         return coredis.Redis.from_url(
@@ -402,24 +338,6 @@ class RedisBackplane:
             client_name=f"{self.client_name}:{role}",
             connect_timeout=self._connect_timeout,
         )
-
-    async def _first_contact(self, client: coredis.Redis[bytes]) -> None:
-        await trio.lowlevel.checkpoint()
-        delay = self._reconnect_min
-        for attempt in range(1, self._connect_attempts + 1):
-            try:
-                await client.ping()
-                return
-            except Exception as exc:
-                if not _link_error(exc):
-                    raise
-                if attempt == self._connect_attempts:
-                    raise BackplaneError(
-                        f"cannot reach Redis at {self._shown_url} "
-                        f"({attempt} attempt{'s' if attempt > 1 else ''}): {_leaf(exc)}"
-                    ) from _leaf(exc)
-            await trio.sleep(delay)
-            delay = min(delay * 2, self._reconnect_max)
 
     def _room_channel(self, room: str) -> bytes:
         return self._room_prefix + room.encode()
@@ -453,7 +371,7 @@ class RedisBackplane:
                         nursery.cancel_scope.cancel()
                 return
             except Exception as exc:
-                if not _link_error(exc):
+                if not link_error(exc):
                     raise
                 self._disconnected(exc)
             await trio.sleep(delay)
@@ -467,11 +385,11 @@ class RedisBackplane:
                 "Redis link to %s lost (%s): reconnecting; broadcasts do not reach "
                 "other nodes until it is back",
                 self._where,
-                str(_leaf(exc)),  # a str: a record must not keep the traceback alive
+                str(leaf(exc)),  # a str: a record must not keep the traceback alive
             )
         self._connected = False
         self._active = set()
-        self._rewrite = True
+        self._presence.rewrite_all()
         # Wake the waiters of synced(): the link is down, there is nothing to wait for.
         self._settled.set()
         self._settled = trio.Event()
@@ -550,11 +468,11 @@ class RedisBackplane:
             except Exception as exc:
                 # Never let the publisher die: what Redis refused is lost, and said so.
                 self._lost += len(packed)
-                if _link_error(exc):
+                if link_error(exc):
                     logger.warning(
                         "publishing to Redis at %s failed (%s): %d broadcasts lost",
                         self._where,
-                        str(_leaf(exc)),
+                        str(leaf(exc)),
                         len(packed),
                     )
                 else:
@@ -582,93 +500,3 @@ class RedisBackplane:
                 continue
             packed.append((everyone if room is None else self._room_channel(room), data))
         return packed
-
-    def _key(self, node_hex: str, room: str | None) -> str:
-        base = f"{self._namespace}:p:{node_hex}"
-        return base if room is None else f"{base}:r:{room}"
-
-    async def _presence(self, client: coredis.Redis[bytes]) -> None:
-        while True:
-            with trio.move_on_after(self._heartbeat):
-                await self._dirty.wait()
-            self._dirty = trio.Event()
-            try:
-                await self._write_presence(client)
-            except Exception as exc:
-                if not _link_error(exc):
-                    raise
-                self._rewrite = True
-                await trio.sleep(self._reconnect_min)
-
-    async def _write_presence(self, client: coredis.Redis[bytes]) -> None:
-        ttl_ms = math.ceil(self._ttl * 1000)
-        rewrite, self._rewrite = self._rewrite, False
-        pending, self._pending = self._pending, {}
-        try:
-            async with client.pipeline(transaction=False) as pipe:
-                if rewrite:
-                    for room, members in self._members.items():
-                        key = self._key(self._node_hex, room)
-                        pipe.delete([key])
-                        if members:
-                            pipe.sadd(key, list(members))
-                else:
-                    for room, changes in pending.items():
-                        key = self._key(self._node_hex, room)
-                        added = [m for m, present in changes.items() if present]
-                        removed = [m for m, present in changes.items() if not present]
-                        if added:
-                            pipe.sadd(key, added)
-                        if removed:
-                            pipe.srem(key, removed)
-                for room in self._members:
-                    pipe.pexpire(self._key(self._node_hex, room), ttl_ms)
-                now = time.time()
-                pipe.zadd(self._nodes_key, {self._node_hex: now + self._ttl})
-                pipe.zremrangebyscore(self._nodes_key, -math.inf, now)
-        except BaseException:
-            # Not written: write everything next time.
-            self._rewrite = True
-            raise
-
-    async def _remove_presence(self, client: coredis.Redis[bytes]) -> None:
-        await trio.lowlevel.checkpoint()
-        keys = [self._key(self._node_hex, room) for room in self._members]
-        try:
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.zrem(self._nodes_key, [self._node_hex])
-                pipe.delete(keys)
-        except Exception as exc:
-            if not _link_error(exc):
-                raise
-
-    async def _query_others(self, room: str | None, command: str) -> list[Any]:
-        client = self._command_client
-        if client is None:
-            await trio.lowlevel.checkpoint()
-            raise BackplaneError("the backplane is not running")
-        try:
-            nodes = await client.zrange(
-                self._nodes_key, repr(time.time()), "+inf", sortby=coredis.PureToken.BYSCORE
-            )
-            others = [name for n in nodes if (name := _text(n)) != self._node_hex]
-            if not others:
-                return []
-            async with client.pipeline(transaction=False) as pipe:
-                results = [
-                    pipe.scard(self._key(n, room))
-                    if command == "SCARD"
-                    else pipe.smembers(self._key(n, room))
-                    for n in others
-                ]
-            return [await result for result in results]
-        except Exception as exc:
-            if not _link_error(exc):
-                raise
-            raise BackplaneError(f"Redis at {self._shown_url} failed: {_leaf(exc)}") from _leaf(
-                exc
-            )
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -59,7 +59,7 @@ from rue_trio.hub import (
 )
 from rue_trio.protocol import MessageType
 
-from .redis import _leaf, _link_error
+from ._link import check_url, first_contact, leaf, link_error, link_failures
 
 __all__ = ["RedisStreams"]
 
@@ -127,6 +127,7 @@ class RedisStreams:
         if min(reconnect_min, reconnect_max, connect_timeout) <= 0:
             raise ValueError("durations must be positive")
         self._url = url
+        self._shown_url = check_url(url)
         self._namespace = namespace
         self._connect_attempts = connect_attempts
         self._reconnect_min = reconnect_min
@@ -247,9 +248,9 @@ class RedisStreams:
             raw_epoch, raw_top = await meta
             found = () if entries is None else await entries
         except Exception as exc:
-            if not _link_error(exc):
+            if not link_error(exc):
                 raise
-            raise BackplaneError(f"Redis at {self._url} failed: {_leaf(exc)}") from _leaf(exc)
+            raise BackplaneError(f"Redis at {self._shown_url} failed: {leaf(exc)}") from leaf(exc)
         if raw_epoch is None:
             return HistoryPage("", 0, (), recovered=since is None)
         epoch = raw_epoch.decode()
@@ -284,9 +285,15 @@ class RedisStreams:
         self._started = True
         self._sink = sink
         client = self._redis("cmd")
-        try:
+        with link_failures(self._shown_url):
             async with client:
-                await self._first_contact(client)
+                await first_contact(
+                    client,
+                    self._shown_url,
+                    self._connect_attempts,
+                    self._reconnect_min,
+                    self._reconnect_max,
+                )
                 self._client = client
                 try:
                     async with trio.open_nursery() as nursery:
@@ -297,18 +304,6 @@ class RedisStreams:
                     self._connected = False
                     self._client = None
                     self._out_send.close()
-        except BaseExceptionGroup as group:
-            cancelled, rest = group.split(trio.Cancelled)
-            if cancelled is not None and (rest is None or _link_error(rest)):
-                raise cancelled from None
-            if _link_error(group):
-                leaf = _leaf(group)
-                raise BackplaneError(f"Redis at {self._url} failed: {leaf}") from leaf
-            raise
-        except Exception as exc:
-            if _link_error(exc):
-                raise BackplaneError(f"Redis at {self._url} failed: {exc}") from exc
-            raise
 
     def _redis(self, role: str) -> coredis.Redis[bytes]:
         return coredis.Redis.from_url(
@@ -327,23 +322,6 @@ class RedisStreams:
     def _channel(self, room: str) -> bytes:
         return f"{self._namespace}:hc:{room}".encode()
 
-    async def _first_contact(self, client: coredis.Redis[bytes]) -> None:
-        await trio.lowlevel.checkpoint()
-        delay = self._reconnect_min
-        for attempt in range(1, self._connect_attempts + 1):
-            try:
-                await client.ping()
-                return
-            except Exception as exc:
-                if not _link_error(exc):
-                    raise
-                if attempt == self._connect_attempts:
-                    raise BackplaneError(
-                        f"cannot reach Redis at {self._url}: {_leaf(exc)}"
-                    ) from _leaf(exc)
-            await trio.sleep(delay)
-            delay = min(delay * 2, self._reconnect_max)
-
     async def _sequencer(self, client: coredis.Redis[bytes], sink: SequencedSink) -> None:
         script = client.register_script(_APPEND)
         receive = self._out_receive
@@ -360,7 +338,7 @@ class RedisStreams:
                     for envelope, config in batch:
                         self._number(script, pipe, envelope, config)
             except Exception as exc:
-                if not _link_error(exc):
+                if not link_error(exc):
                     raise
                 # Not numbered: the hub numbers them locally, for this node's members.
                 for envelope, _ in batch:
@@ -410,7 +388,7 @@ class RedisStreams:
                         nursery.cancel_scope.cancel()
                 return
             except Exception as exc:
-                if not _link_error(exc):
+                if not link_error(exc):
                     raise
             self._connected = False
             self._active = set()

@@ -43,7 +43,7 @@ import trio
 from rue_trio.exceptions import BackplaneError
 from rue_trio.hub import UserEvent, UserEventSink
 
-from .redis import _leaf, _link_error
+from ._link import check_url, first_contact, leaf, link_error, link_failures, text
 
 __all__ = ["RedisUsers"]
 
@@ -81,6 +81,7 @@ class RedisUsers:
         if heartbeat_interval >= presence_ttl:
             raise ValueError("heartbeat_interval must be shorter than presence_ttl")
         self._url = url
+        self._shown_url = check_url(url)
         self._namespace = namespace
         self._ttl = presence_ttl
         self._heartbeat = heartbeat_interval
@@ -148,9 +149,9 @@ class RedisUsers:
         try:
             return (await self._cluster(client, [room]))[room]
         except Exception as exc:
-            if not _link_error(exc):
+            if not link_error(exc):
                 raise
-            raise BackplaneError(f"Redis at {self._url} failed: {_leaf(exc)}") from _leaf(exc)
+            raise BackplaneError(f"Redis at {self._shown_url} failed: {leaf(exc)}") from leaf(exc)
 
     async def _cluster(
         self, client: coredis.Redis[bytes], rooms: list[str]
@@ -163,7 +164,7 @@ class RedisUsers:
         nodes = await client.zrange(
             self._nodes_key, repr(time.time()), "+inf", sortby=coredis.PureToken.BYSCORE
         )
-        others = [name for n in nodes if (name := _text(n)) != self._node]
+        others = [name for n in nodes if (name := text(n)) != self._node]
         async with client.pipeline(transaction=False) as pipe:
             requests = [
                 (room, pipe.hgetall(self._key(node, room))) for room in rooms for node in others
@@ -199,23 +200,12 @@ class RedisUsers:
         self._started = True
         client = self._redis()
         try:
-            async with client:
-                try:
-                    await client.ping()
-                except Exception as exc:
-                    if not _link_error(exc):
-                        raise
-                    raise BackplaneError(
-                        f"cannot reach Redis at {self._url}: {_leaf(exc)}"
-                    ) from _leaf(exc)
-                self._client = client
-                task_status.started()
-                await self._keep_written(client, sink)
-        except BaseExceptionGroup as group:
-            cancelled, rest = group.split(trio.Cancelled)
-            if cancelled is not None and (rest is None or _link_error(rest)):
-                raise cancelled from None
-            raise
+            with link_failures(self._shown_url):
+                async with client:
+                    await first_contact(client, self._shown_url, 1, 0, 0)
+                    self._client = client
+                    task_status.started()
+                    await self._keep_written(client, sink)
         finally:
             self._client = None
             # On a connection of its own: cancellation has closed the other one's.
@@ -244,7 +234,7 @@ class RedisUsers:
                 await self._write(client, dirty)
                 await self._compare(client, sink)
             except Exception as exc:
-                if not _link_error(exc):
+                if not link_error(exc):
                     raise
                 self._dirty |= dirty | set(self._members)  # write it all next time
                 await trio.sleep(min(1.0, self._heartbeat))
@@ -301,9 +291,5 @@ class RedisUsers:
                 if keys:
                     pipe.delete(keys)
         except Exception as exc:
-            if not _link_error(exc):
+            if not link_error(exc):
                 raise
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,7 +1,7 @@
 """The member port: what the hub needs to know about a connection, and nothing more.
 
-The hub knows a connection only as an id and a way to offer it frames (ARCHITECTURE.md,
-dependency direction). A WebSocket connection is adapted to :class:`Member` by the
+The hub knows a connection only as an id and a way to offer it frames (docs/topics/design.md,
+"Which way imports point"). A WebSocket connection is adapted to :class:`Member` by the
 composition root that owns both (the handler); tests use small fakes.
 """
 
@@ -36,7 +36,7 @@ class Member(Protocol):
 
     Every method is synchronous and must not block: the hub calls them from its own task
     while delivering to many members, and one member must never hold up the others
-    (ARCHITECTURE invariant 4).
+    (the design topic, "The hub never waits on one client").
     """
 
     @property

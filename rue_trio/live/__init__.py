@@ -6,7 +6,7 @@ the documentation's reference, "The live protocol".
 """
 
 from ._client import LiveClient, LiveError, LiveEvent, LiveMessage, open_live
-from ._handler import LiveHandler, OnPublish, OnSubscribe, Refused
+from ._handler import LiveHandler, OnPublish, OnSubscribe, RefusedError
 
 __all__ = [
     "LiveClient",
@@ -16,6 +16,6 @@ __all__ = [
     "LiveMessage",
     "OnPublish",
     "OnSubscribe",
-    "Refused",
+    "RefusedError",
     "open_live",
 ]

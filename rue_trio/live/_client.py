@@ -278,7 +278,7 @@ class LiveClient:
                     self._connects += 1
                     await self._session(conn, task_status if first else None)
             except (InvalidStatusError, InvalidURIError):
-                # Refused at the very first attempt: the caller's mistake (a wrong path,
+                # RefusedError at the very first attempt: the caller's mistake (a wrong path,
                 # no credentials), not a blip; say so instead of retrying forever.
                 if first:
                     raise

@@ -14,7 +14,7 @@ a user's first and last connection).
 
 A client's mistake or a refusal by the application is answered with an ``error`` op
 carrying the request's ``ref``; the connection stays open. An exception from an
-application hook other than :class:`Refused` is a bug: as with any callback, that
+application hook other than :class:`RefusedError` is a bug: as with any callback, that
 connection closes with 1011 and ``on_error`` hears of it.
 """
 
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 import trio
 
 from rue_trio.auth import Authenticate
+from rue_trio.exceptions import RueTrioError
 from rue_trio.handlers import OnClose, OnConnect, OnError, WebSocketHandler
 from rue_trio.hub import (
     Backplane,
@@ -58,22 +59,22 @@ from ._wire import (
 if TYPE_CHECKING:
     from rue_trio.app import Context
 
-__all__ = ["CLIENT_SCRIPT", "LiveHandler", "OnPublish", "OnSubscribe", "Refused"]
+__all__ = ["CLIENT_SCRIPT", "LiveHandler", "OnPublish", "OnSubscribe", "RefusedError"]
 
 CLIENT_SCRIPT: Final = Path(__file__).resolve().parent / "live.js"
 """The browser client (one file, no build step): serve it with :meth:`LiveHandler.script`."""
 
 OnSubscribe: TypeAlias = Callable[[WebSocketConn, str], Awaitable[None] | None]
-"""``on_subscribe(conn, room)``: raise :class:`Refused` to refuse; sync or async."""
+"""``on_subscribe(conn, room)``: raise :class:`RefusedError` to refuse; sync or async."""
 OnPublish: TypeAlias = Callable[[WebSocketConn, str, Any], Awaitable[Any] | Any]
 """``on_publish(conn, room, data)``: return the data to publish (the same, or
-transformed), or raise :class:`Refused`; sync or async."""
+transformed), or raise :class:`RefusedError`; sync or async."""
 
 _DEFAULT_HISTORY: Final = HistoryConfig(size=100)
 _DEFAULT_CONFIG: Final = ConnectionConfig()
 
 
-class Refused(Exception):
+class RefusedError(RueTrioError):
     """Raised by a hook to refuse a subscription or a publication, with a reason.
 
     The client gets ``{"op": "error", "code": code, "reason": reason}``; its connection
@@ -268,7 +269,7 @@ class LiveHandler:
                 raise ProtocolFault(NOT_FOUND, f"unknown op {op!r}")
         except ProtocolFault as fault:
             await _answer(conn, {"op": "error", "code": fault.code, "reason": fault.reason}, ref)
-        except Refused as refusal:
+        except RefusedError as refusal:
             answer = {"op": "error", "code": refusal.code, "reason": refusal.reason}
             await _answer(conn, answer, ref)
 

@@ -30,7 +30,7 @@ __all__ = [
 BAD_REQUEST: Final = 400
 """Error code: the message is not valid JSON, not an object, or a field is wrong."""
 FORBIDDEN: Final = 403
-"""Error code: the application refused (the default code of :class:`Refused`)."""
+"""Error code: the application refused (the default code of :class:`RefusedError`)."""
 NOT_FOUND: Final = 404
 """Error code: an unknown ``op``, or an ``unsubscribe`` from a room not subscribed."""
 CONFLICT: Final = 409

@@ -90,9 +90,9 @@ def encode_frame(
 def encode_message(type: MessageType | int, data: str | bytes | bytearray | memoryview) -> bytes:
     """Encode a whole message as one unmasked, uncompressed server frame.
 
-    This is the broadcast fast path (ARCHITECTURE invariant 3): encode once, then hand the
-    same bytes object to every recipient, whatever its compression settings (an
-    uncompressed message is always valid on a permessage-deflate connection, RFC 7692
+    This is the broadcast fast path (the design topic, "Encode once"): encode once,
+    then hand the same bytes object to every recipient, whatever its compression settings
+    (an uncompressed message is always valid on a permessage-deflate connection, RFC 7692
     section 6: RSV1 is set per message).
 
     Args:

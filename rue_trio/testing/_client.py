@@ -191,7 +191,7 @@ async def open_test_app(app: App) -> AsyncIterator[TestApp]:
             yield TestApp(app, nursery, scope)
             scope.cancel()
     except BaseExceptionGroup as group:
-        # The test's own failure, not a group of one (STYLE.md: unwrap at most one).
+        # The test's own failure, not a group of one (docs/topics/design.md, "Errors are local").
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise

@@ -37,7 +37,7 @@ handshake is done, and a sans-I/O :class:`~rue_trio.protocol.Protocol`, in a
 Sending encodes in the caller's task (``protocol.encode`` masks and compresses) after
 waiting for room in the outbound queue, with no checkpoint between encoding and queueing:
 a cancelled ``send`` queued the whole message or nothing, and never advanced the
-compression context (ARCHITECTURE invariant 5).
+compression context (docs/topics/design.md, "Cancellation-safe").
 
 Checkpoints and batching. ``send`` and ``receive`` are always cancellation points, but
 they yield to other tasks only when they have to wait (no room, no message). A loop of

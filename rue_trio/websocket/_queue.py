@@ -1,21 +1,22 @@
 """The outbound frame queue: what the writer task writes, bounded by frames and bytes.
 
-Why not a Trio memory channel? Three reasons, all about the hot path and ARCHITECTURE
-invariants 2, 4 and 5:
+Why not a Trio memory channel? Three reasons, all about the hot path and the invariants
+"Bounded everything", "The hub never waits on one client" and "Cancellation-safe"
+(docs/topics/design.md):
 
 * **A byte bound.** A memory channel counts items; 64 queued 1 MiB frames are not 64 queued
   pings. :class:`FrameQueue` is bounded by frames *and* by bytes.
 * **Room before encoding.** :meth:`WebSocketConn.send` must wait for room *before* it
   encodes (and, with permessage-deflate, compresses) a message: a send cancelled while
   waiting must queue nothing and must not have advanced the compression context
-  (invariant 5). A channel only offers "wait, then put this already-built item".
+  ("Cancellation-safe"). A channel only offers "wait, then put this already-built item".
 * **Batching.** The writer takes everything queued at once and writes it with one
   ``send_all`` (capped in size), and control frames (pongs, the close frame) and the
   "close the transport" marker bypass the bounds: they are small and produced at the
   reader's own pace.
 
 The queue holds ``bytes`` objects and never copies them: a broadcast frame encoded once is
-the same object in every recipient's queue (invariant 3).
+the same object in every recipient's queue ("Encode once").
 """
 
 from __future__ import annotations

@@ -161,6 +161,14 @@ async def test_streams_unreachable_at_start_raises_backplane_error() -> None:
         await hub.run()
 
 
+async def test_streams_unreachable_error_hides_the_password() -> None:
+    stream = RedisStreams("redis://:hunter2@127.0.0.1:1", connect_timeout=0.5, connect_attempts=1)
+    hub = Hub(history=HistoryConfig(), history_stream=stream)
+    with trio.fail_after(10), pytest.raises(BackplaneError, match="cannot reach Redis") as info:
+        await hub.run()
+    assert "hunter2" not in str(info.value) and ":***@" in str(info.value)
+
+
 async def test_streams_live_clients_on_two_nodes_share_offsets_and_recover_across(
     redis_url: str, namespace: str
 ) -> None:

@@ -98,6 +98,13 @@ async def test_users_unreachable_redis() -> None:
         RedisUsers(presence_ttl=1, heartbeat_interval=2)
 
 
+async def test_users_unreachable_error_hides_the_password() -> None:
+    hub = Hub(user_directory=RedisUsers("redis://:hunter2@127.0.0.1:1", connect_timeout=0.5))
+    with trio.fail_after(10), pytest.raises(BackplaneError, match="cannot reach Redis") as info:
+        await hub.run()
+    assert "hunter2" not in str(info.value) and ":***@" in str(info.value)
+
+
 async def test_users_notices_say_when_a_user_arrives_or_leaves_anywhere(
     redis_url: str, namespace: str
 ) -> None:

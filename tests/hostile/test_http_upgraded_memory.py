@@ -71,11 +71,13 @@ async def test_http_upgraded_connection_does_not_hold_a_big_head(name: bytes) ->
     # 90 fields, each a list of 1-letter tokens (subprotocols offered, for the second).
     big_fields = _big_fields(16 * 1024 - 200, 90, name)
     big, seen = await _held_per_connection(big_fields)
-    # The record keeps method, path, query, params and at most 4 KiB of fields (plus
-    # their objects' overhead); before, the 16 KiB head was held whole (26 KiB more).
+    # The record keeps method, path, query, params and at most 4 KiB of fields, plus
+    # their objects' overhead (about 70 bytes a field), and the measure has some noise
+    # of its own (a few hundred bytes between runs); before, the 16 KiB head was held
+    # whole: 26 KiB more.
     budget = HTTPLimits().upgraded_field_bytes
     assert budget == 4096
-    assert big - small < budget + 2048, (small, big)
+    assert big - small < 2 * budget, (small, big)
     request = seen[0].request
     assert (request.method, request.path, request.query_string) == ("GET", "/ws/lobby", "user=ann")
     assert request.params == {"room": "lobby"}

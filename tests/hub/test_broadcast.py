@@ -170,7 +170,10 @@ async def test_hub_unregister_removes_from_all_rooms(nursery: trio.Nursery) -> N
 
 
 async def test_hub_slow_member_evicted_under_close_policy(nursery: trio.Nursery) -> None:
-    """Invariant 4: a full queue evicts that member with 1008; the others get everything."""
+    """The hub never waits on one client (design.md).
+
+    A full queue evicts that member with 1008; the others get everything.
+    """
     hub = await start_hub(nursery, policy="close")
     slow = FakeMember("slow", capacity=3)
     slow_keyed = FakeMember("slow-keyed", key=("deflate", 15), capacity=2)

@@ -187,6 +187,24 @@ async def test_hub_join_replay_too_big_for_the_queue_evicts_the_member(
     assert hub.count() == 0 and hub.count("r") == 0
 
 
+async def test_hub_join_replay_to_a_broken_member_closes_it_and_the_hub_goes_on(
+    nursery: trio.Nursery,
+) -> None:
+    """A member whose port raises during the replay is closed with 1011, as in a broadcast."""
+    hub = Hub(history=HistoryConfig())
+    await nursery.start(hub.run)
+    await _say(hub, "r", "1", "2")
+    epoch = (await hub.history("r")).epoch
+    broken = FakeMember("broken")
+    broken.send_error = RuntimeError
+    await hub.join("r", broken, since=StreamPosition(epoch, 0))
+    assert broken.evictions == [(1011, "internal error")]
+    assert hub.running and hub.count() == 0 and hub.statistics().member_errors == 1
+    member = FakeMember("m")
+    await hub.join("r", member, since=StreamPosition(epoch, 1))
+    assert member.payloads() == [b"2"]
+
+
 async def test_hub_framing_wraps_answer_replay_and_live_in_order(nursery: trio.Nursery) -> None:
     hub = Hub(history=HistoryConfig(), framing=Tagging())
     await nursery.start(hub.run)

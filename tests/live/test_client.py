@@ -11,7 +11,7 @@ import trio
 
 import rue_trio
 from rue_trio import Context, InvalidStatusError, WebSocketConn
-from rue_trio.live import LiveEvent, LiveHandler, LiveMessage, Refused, open_live
+from rue_trio.live import LiveEvent, LiveHandler, LiveMessage, RefusedError, open_live
 
 
 @asynccontextmanager
@@ -115,7 +115,7 @@ async def test_client_requests_publish_history_presence() -> None:
 
     def on_publish(conn: WebSocketConn, room: str, data: Any) -> Any:
         if room == "closed":
-            raise Refused("closed room")
+            raise RefusedError("closed room")
         return data
 
     live = LiveHandler(on_connect=name, on_publish=on_publish)

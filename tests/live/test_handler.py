@@ -13,7 +13,7 @@ import trio
 
 import rue_trio
 from rue_trio import App, Context, HistoryConfig, WebSocketConn
-from rue_trio.live import LiveHandler, Refused
+from rue_trio.live import LiveHandler, RefusedError
 from rue_trio.testing import TestApp, open_test_app
 
 
@@ -235,12 +235,12 @@ async def test_live_subscribe_twice_and_room_limit_are_refused() -> None:
 async def test_live_hooks_refuse_and_transform() -> None:
     def on_subscribe(conn: WebSocketConn, room: str) -> None:
         if room.startswith("secret"):
-            raise Refused("members only")
+            raise RefusedError("members only")
 
     async def on_publish(conn: WebSocketConn, room: str, data: Any) -> Any:
         await trio.lowlevel.checkpoint()
         if room == "readonly":
-            raise Refused("read only", code=451)
+            raise RefusedError("read only", code=451)
         return {"from": conn.user, "text": data}
 
     async with (

@@ -74,7 +74,7 @@ async def test_client_reads_slowly_server_send_rate_follows(autojump_clock: Mock
 async def test_server_ping_flood_from_a_peer_that_never_reads_stays_bounded(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """Invariant 2: pings from a peer that reads nothing cannot grow our queue without bound.
+    """Bounded everything (design.md): a peer reading nothing cannot grow our queue by pings.
 
     Every ping gets its pong (RFC 6455 section 5.5.2); while the outbound queue holds
     ``outbound_queue_bytes`` or more, the reader stops parsing, so the peer's writes stall.

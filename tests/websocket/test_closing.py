@@ -50,7 +50,7 @@ async def test_server_close_going_away_client_sees_ok(autojump_clock: MockClock)
 async def test_client_close_queued_messages_flushed_before_close_frame(
     autojump_clock: MockClock,
 ) -> None:
-    """ARCHITECTURE invariant 5: what was queued before close() goes out first."""
+    """Cancellation-safe (design.md): what was queued before close() goes out first."""
     async with conn_pair() as (server, client):
         for i in range(10):
             await client.send_text(str(i))
@@ -197,7 +197,7 @@ async def test_server_block_normal_exit_closes_1000(autojump_clock: MockClock) -
 async def test_server_block_raises_closes_1011_and_reraises_unwrapped(
     autojump_clock: MockClock,
 ) -> None:
-    """ARCHITECTURE invariant 6; STYLE: no exception group for a single failure."""
+    """Errors are local (design.md): no exception group for a single failure."""
     server_stream, client_stream = trio.testing.memory_stream_pair()
     async with open_websocket_conn(client_stream, Protocol(Role.CLIENT), config=QUIET) as client:
         with pytest.raises(KeyError) as raised:
@@ -388,7 +388,7 @@ async def test_server_close_with_full_inbound_buffer_completes(autojump_clock: M
 async def test_client_send_cancelled_waiting_for_room_peer_gets_none_of_it(
     autojump_clock: MockClock,
 ) -> None:
-    """ARCHITECTURE invariant 5, with compression so that the context would show it."""
+    """Cancellation-safe (design.md), with compression so that the context would show it."""
     await _check_cancelled_send(deflate=True)
     await _check_cancelled_send(deflate=False)
 
@@ -526,7 +526,7 @@ async def test_server_task_base_exception_leaves_unwrapped(
 async def test_server_task_bug_closes_with_cause_never_raises_into_nursery(
     task: str, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """STYLE: a background task's failure becomes the ConnectionClosedError's cause."""
+    """Errors are local (design.md): a background task's failure is the close's cause."""
 
     async def broken(self: WebSocketConn) -> bool:
         await trio.lowlevel.checkpoint()
