@@ -89,6 +89,18 @@ from ._tasks import _ConnectionTasks
 __all__ = ["HandshakeRequest", "WebSocketConn"]
 
 
+def _frame_estimate(data: str | bytes | bytearray | memoryview) -> int:
+    """The bytes a message's frame takes, known before it is encoded (room comes first).
+
+    Exact for bytes and ASCII text (plus a header of at most 14 bytes, which the bound
+    tolerates); for other text an upper bound, 4 bytes a character, so that a waiting
+    sender never queues more than the bound. ``str.isascii`` reads a flag: O(1).
+    """
+    if isinstance(data, str) and not data.isascii():
+        return 4 * len(data)
+    return len(data) if not isinstance(data, memoryview) else data.nbytes
+
+
 class WebSocketConn(_ConnectionTasks):
     """One open WebSocket connection, server or client side.
 
@@ -306,9 +318,10 @@ class WebSocketConn(_ConnectionTasks):
         """
         await checkpoint_if_cancelled()
         out = self._out
-        if not out._has_room():
+        size = _frame_estimate(data)
+        if not out._has_room(size):
             if out._is_accepting():
-                await out._wait_room()
+                await out._wait_room(size)
             if not out._is_accepting():
                 await self._raise_closed_to_sender()
         # No checkpoint from here on: the message is encoded and queued at once.
@@ -335,7 +348,7 @@ class WebSocketConn(_ConnectionTasks):
         out = self._out
         if not out._is_accepting():
             raise self._closed_error()
-        if not out._has_room():
+        if not out._has_room(_frame_estimate(data)):
             raise trio.WouldBlock
         out._append(self._protocol.encode(message_type, data))
         self._messages_sent += 1

@@ -152,11 +152,11 @@ class FrameQueue:
             ValueError: ``frame`` is empty.
         """
         await checkpoint_if_cancelled()
-        if self._has_room():
+        if self._has_room(len(frame)):
             self.send_nowait(frame)
             await cancel_shielded_checkpoint()
             return
-        await self._wait_room()
+        await self._wait_room(len(frame))
         self.send_nowait(frame)
 
     def statistics(self) -> FrameQueueStatistics:
@@ -195,12 +195,22 @@ class FrameQueue:
         """Wake the writer if it waits for frames (to look at its deadline again)."""
         self._writer.wake()
 
-    def _has_room(self) -> bool:
-        """The room rule, in one place: a data frame is accepted while this holds."""
+    def _has_room(self, size: int = 1) -> bool:
+        """The room rule, in one place: whether a data frame of ``size`` bytes is accepted.
+
+        Fewer than ``max_frames`` frames, and the frame fits under ``max_bytes`` or the
+        queue is empty (a frame bigger than the bound must still be sendable). The hub
+        asks with the default ``size`` of 1: room while the queue is under its bound,
+        one shared frame may go past it. An application's ``send`` asks with the size of
+        its message, so that what one connection queues stays within ``max_bytes`` (or one
+        frame, when that frame alone is bigger): the per-connection budget of the
+        security limits counts on it.
+        """
+        nbytes = self._nbytes
         return (
             self._accepting
             and len(self._frames) < self._max_frames
-            and self._nbytes < self._max_bytes
+            and (nbytes + size <= self._max_bytes or not nbytes)
         )
 
     async def _wait_bytes_room(self) -> None:
@@ -217,8 +227,8 @@ class FrameQueue:
         while self._nbytes >= self._max_bytes and not self._closed:
             await lot.park()
 
-    async def _wait_room(self) -> None:
-        """Park until a data frame would be accepted, or the queue stops accepting.
+    async def _wait_room(self, size: int = 1) -> None:
+        """Park until a data frame of ``size`` bytes would be accepted, or accepting stops.
 
         Called when there is no room; the caller checks ``_accepting`` afterwards.
         Cancellation: nothing changes.
@@ -228,7 +238,7 @@ class FrameQueue:
             lot = self._room_lot = ParkingLot()
         while True:
             await lot.park()
-            if not self._accepting or self._has_room():
+            if not self._accepting or self._has_room(size):
                 return
 
     def _append(self, frame: bytes) -> None:
