@@ -61,7 +61,7 @@ CATEGORIES = [
     ("tasks (Task, coroutine frames, contexts)", ("trio._core._run:spawn_impl", "start_soon")),
     ("nursery and cancel scopes", ("CancelScope", "open_nursery", "Nursery", "_cancel_status")),
     ("trio socket and stream", ("trio._socket", "trio._highlevel_socket", "trio._core._io")),
-    ("WebSocketConn", ("rue_trio.websocket._connection",)),
+    ("WebSocketConn", ("rue_trio.websocket._connection", "rue_trio.websocket._core")),
     ("HTTP connection (rue_trio http/)", ("rue_trio.http.",)),
     ("server, handler", ("rue_trio.server", "rue_trio.handlers")),
 ]

@@ -24,6 +24,7 @@ from .exceptions import (
     ProtocolError,
     RueTrioError,
     StartupError,
+    WorkerExitedError,
 )
 from .handlers import WebSocketHandler
 from .http import Request
@@ -88,6 +89,7 @@ __all__ = [
     "Request",
     "RueTrioError",
     "StartupError",
+    "WorkerExitedError",
     "StreamPosition",
     "TextMessage",
     "UserEvent",

@@ -85,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status: 0 after a clean shutdown, 1 when the server cannot start (the
         address is in use or not this machine's, a bad host, a bad or unreachable
-        Redis; one line on stderr says why), 2 for a bad option.
+        Redis; one line on stderr says why), 2 for a bad option, 130 when interrupted
+        before it began to serve.
     """
     parser = _parser()
     args = parser.parse_args(argv)
@@ -106,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A start-up failure (the address, Redis): one line that says what to fix.
         print(f"python -m rue_trio: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C before serving began (or, in a worker, the parent stopping it while it
+        # still imports): nothing to drain, nothing to say.
+        return 130
     return 0
 
 

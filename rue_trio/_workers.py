@@ -34,6 +34,8 @@ from typing import Final, NoReturn
 
 import trio
 
+from rue_trio.exceptions import WorkerExitedError
+
 __all__ = [
     "WORKER_ENV",
     "exit_with_parent",
@@ -94,7 +96,7 @@ async def supervise_workers(host: str | None, port: int, workers: int, *, grace:
 
     Raises:
         OSError: the port cannot be reserved.
-        RuntimeError: a worker exited on its own (the others were stopped).
+        WorkerExitedError: a worker exited on its own (the others were stopped).
     """
     reservation = reserve_port(host, port)
     with reservation:
@@ -130,7 +132,7 @@ async def supervise_workers(host: str | None, port: int, workers: int, *, grace:
                         stopping.cancel_scope.cancel()
     if failed:
         index, code = failed[0]
-        raise RuntimeError(f"worker {index} exited on its own with status {code}")
+        raise WorkerExitedError(index, code)
 
 
 async def _watch(

@@ -16,6 +16,7 @@ The tree::
     ├── StartupError                  the server cannot start; the message says what to fix
     │   ├── InvalidAddressError       a listen address that is malformed or not a string
     │   └── BindError                 the address cannot be listened on (in use, not ours)
+    ├── WorkerExitedError             app.run(workers=N): a worker process ended on its own
     ├── ConnectError                  client side: the TCP or TLS connection could not be made
     ├── BackplaneError                the hub's backplane (such as Redis) failed or is unreachable
     ├── LiveError                     rue_trio.live client: the server answered with an error op
@@ -53,6 +54,7 @@ __all__ = [
     "ProtocolError",
     "RueTrioError",
     "StartupError",
+    "WorkerExitedError",
 ]
 
 
@@ -160,6 +162,23 @@ class BindError(StartupError, OSError):
     Attributes:
         errno: the ``errno`` of the ``OSError`` that ``bind`` raised (its ``__cause__``).
     """
+
+
+class WorkerExitedError(RueTrioError):
+    """A worker process of ``app.run(address, workers=N)`` ended on its own.
+
+    The other workers were stopped. The worker printed or logged its own reason (such as
+    an unreachable Redis) before it ended; this error carries its index and exit status.
+
+    Attributes:
+        index: which worker (from 0).
+        status: its exit status (negative: the signal that ended it).
+    """
+
+    def __init__(self, index: int, status: int) -> None:
+        super().__init__(f"worker {index} exited on its own with status {status}")
+        self.index = index
+        self.status = status
 
 
 class ConnectError(RueTrioError, OSError):

@@ -5,7 +5,7 @@ Theory of operation
 ``await handler.handle(c)`` runs inside the task that serves one HTTP request. It
 validates the upgrade (RFC 6455 section 4.2), answers a bad one with its HTTP status, and
 on success switches the stream over to a :class:`~rue_trio.websocket.WebSocketConn`,
-which lives in its own nursery (reader, writer and keepalive tasks) for as long as
+which lives in its own nursery (a reader and a writer task) for as long as
 ``handle`` runs. ``handle`` then delivers the messages one at a time, in order, to
 ``on_message``.
 

@@ -165,3 +165,20 @@ def test_startup_errors_are_rue_trio_errors() -> None:
     assert issubclass(BindError, RueTrioError)
     assert issubclass(BindError, OSError)
     assert issubclass(InvalidAddressError, RueTrioError)
+
+
+def test_main_workers_unreachable_redis_exits_1_without_traceback() -> None:
+    """Each worker says why in one line; the parent adds one line of its own, no traceback."""
+    argv = ["--port", "0", "--workers", "2", "--redis", "redis://127.0.0.1:1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "rue_trio", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if "python -m rue_trio: error:" in line]
+    assert any("cannot reach Redis" in line for line in lines), done.stderr
+    assert lines[-1].endswith("exited on its own with status 1"), done.stderr

@@ -400,7 +400,7 @@ class App:
             BindError: the address cannot be listened on; see :meth:`serve`.
             BackplaneError: a background hub's backplane (Redis) cannot be reached.
             ValueError: ``workers`` is below 1.
-            RuntimeError: a worker exited on its own (the others were stopped).
+            WorkerExitedError: a worker exited on its own (the others were stopped).
 
         A single failure is raised as itself, never inside an ``ExceptionGroup``.
         """

@@ -27,10 +27,12 @@ class ConnectionConfig:
         inbound_queue_bytes: bytes of decoded messages buffered for the application (as
             Python holds them); the reader parses and decompresses input only while fewer
             are buffered, so one message may take the buffer past it.
-        write_timeout: seconds one write to the transport (at most 1 MiB) may take before
-            the connection is aborted (code 1006): a peer that does not read what we send
-            is dropped within this bound, whatever the application does. ``None``: no
-            bound (the keepalive's ping timeout still applies).
+        write_timeout: seconds a write to the transport may go without progress (no
+            byte taken by a socket, no 64 KiB chunk taken by any other stream) before the
+            connection is aborted (code 1006): a peer that does not read what we send is
+            dropped after between this and a sixteenth more, whatever the application
+            does; a slow peer that reads is not. ``None``: no bound (the keepalive's
+            ping timeout still applies).
         outbound_queue_messages: frames queued for the writer before ``send`` waits; a
             cap on per-frame overhead only, the byte bound is the one that matters.
         outbound_queue_bytes: bytes queued for the writer before ``send`` waits (and

@@ -1,10 +1,10 @@
-"""The Trio WebSocket connection: one nursery, a reader, a writer and a keepalive task.
+"""The Trio WebSocket connection: one nursery, a reader task and a writer task.
 
 Theory of operation
 -------------------
 :func:`open_websocket_conn` wraps any :class:`trio.abc.Stream` on which the opening
 handshake is done, and a sans-I/O :class:`~rue_trio.protocol.Protocol`, in a
-:class:`WebSocketConn`. Inside the context manager a nursery runs three tasks:
+:class:`WebSocketConn`. Inside the context manager a nursery runs two tasks:
 
 * **reader**: ``stream.receive_some`` → ``protocol.buffer_data`` → ``protocol.next_events``,
   as far as there is room: fewer than ``inbound_queue`` messages
@@ -19,13 +19,16 @@ handshake is done, and a sans-I/O :class:`~rue_trio.protocol.Protocol`, in a
   reader is the connection's lifeline: when it ends (end of stream, transport error,
   close timeout), the connection is closed, and it tears everything down.
 * **writer**: waits for the :class:`~rue_trio.websocket.FrameQueue` to be non-empty,
-  takes everything queued (up to 1 MiB, or one bigger frame) and writes it with a single
-  ``send_all``. The ``b""`` marker makes it end the transport: after a complete closing
-  handshake it closes the stream at once (the peer sends nothing after its close frame);
+  takes everything queued (up to 1 MiB, or one bigger frame) and writes it at once: on a
+  socket, straight to the kernel without yielding when it takes it all, else through
+  Trio's ``send`` calls; on any other stream, ``send_all`` per 64 KiB. The ``b""`` marker
+  makes it end the transport: after a complete closing handshake it closes the stream
+  at once (the peer sends nothing after its close frame);
   when failing, a half-close when the stream allows it (the reader drains until the
   peer's end, so that no reset destroys our close frame), else ``aclose``. A write that
-  takes more than ``write_timeout`` aborts the connection: the peer does not read.
-* **keepalive**: a ping every ``ping_interval``; no pong within ``ping_timeout`` fails
+  makes no progress for ``write_timeout`` aborts the connection: the peer does not read.
+  The writer also runs the **keepalive**, woken by its scope's deadline (no task of its
+  own): a ping every ``ping_interval``; no pong within ``ping_timeout`` fails
   the connection with 1011. Time during which our reader waits on a full inbound buffer
   does not count: the pong may be waiting, unread, behind messages the application has
   not taken yet. Then we are the slow side, not the peer; unless our writer is stuck
@@ -50,7 +53,9 @@ transport is aborted. A client waits for the server to close TCP (RFC 6455 secti
 7.1.1); a server closes it as soon as the handshake completes (the core's ``b""``).
 
 Cancellation. The tasks run inside shielded cancel scopes that only the connection
-cancels (one each and no other per idle connection: a scope costs about 1 KiB). When
+cancels (one each and no other per idle connection: a scope costs about 1 KiB); the
+writer's deadline is the write bound or the keepalive's next step, and when it runs out
+while the writer is idle, the writer goes on in a fresh scope. When
 the task that owns the connection is cancelled (server shutdown), the context manager
 still performs the closing handshake with 1001, within ``close_timeout``, and then lets
 ``Cancelled`` propagate. The tasks never raise into the
@@ -61,110 +66,42 @@ nursery: a failure is stored and becomes the ``__cause__`` of the
 from __future__ import annotations
 
 import json
-import math
-import os
-from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Hashable
 from sys import getsizeof
-from types import MappingProxyType
-from typing import Any, NoReturn
-from typing import Protocol as TypingProtocol
+from typing import Any
 
 import trio
 from trio.lowlevel import checkpoint_if_cancelled
 
-from rue_trio.exceptions import ConnectionClosed, ConnectionClosedOK
+from rue_trio.exceptions import ConnectionClosedOK
 from rue_trio.protocol import (
     Message,
     MessageType,
-    Pong,
-    Protocol,
     Role,
     State,
-    detach_traceback,
     encode_message,
 )
 
-from ._config import ConnectionConfig, ConnectionStatistics
-from ._queue import FrameQueue
-from ._waiter import Waiter
+from ._config import ConnectionStatistics
+from ._core import HandshakeRequest
+from ._tasks import _ConnectionTasks
 
-__all__ = ["HandshakeRequest", "WebSocketConn", "open_websocket_conn"]
-
-# One write is capped at this size (unless a single frame is bigger): big enough to
-# amortize the system call, small enough not to hold megabytes in one joined copy.
-_MAX_WRITE = 1 << 20
-_TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
-_DEFAULT_CONFIG = ConnectionConfig()
-# The default of WebSocketConn.meta: one read-only empty mapping shared by every connection.
-_NO_META: Mapping[str, Any] = MappingProxyType({})
-
-# Connection ids come from a pool of random bits refilled 256 ids at a time: one system
-# call per 256 connections instead of one each. Still 64 random bits per id (unique across
-# processes and nodes for all practical purposes); a forked child starts a pool of its own.
-_ID_BATCH = 256
-_id_pool: list[str] = []
-os.register_at_fork(after_in_child=_id_pool.clear)
+__all__ = ["HandshakeRequest", "WebSocketConn"]
 
 
-def _new_id() -> str:
-    if not _id_pool:
-        digits = os.urandom(8 * _ID_BATCH).hex()
-        _id_pool.extend(digits[i : i + 16] for i in range(0, len(digits), 16))
-    return _id_pool.pop()
+def _frame_estimate(data: str | bytes | bytearray | memoryview) -> int:
+    """The bytes a message's frame takes, known before it is encoded (room comes first).
 
-
-class HandshakeRequest(TypingProtocol):
-    """What a connection keeps of the HTTP request that opened it (server side).
-
-    The HTTP layer's ``Request`` satisfies this protocol; the connection never looks
-    inside it, it only hands it to the application as :attr:`WebSocketConn.request`.
+    Exact for bytes and ASCII text (plus a header of at most 14 bytes, which the bound
+    tolerates); for other text an upper bound, 4 bytes a character, so that a waiting
+    sender never queues more than the bound. ``str.isascii`` reads a flag: O(1).
     """
-
-    @property
-    def path(self) -> str:
-        """The percent-decoded path, e.g. ``"/ws/lobby"``."""
-
-    @property
-    def query_string(self) -> str:
-        """The raw query string, without ``?``."""
-
-    @property
-    def headers(self) -> Sequence[tuple[bytes, bytes]]:
-        """The request headers, lowercase names, as ``(name, value)`` byte pairs."""
-
-    @property
-    def params(self) -> Mapping[str, str]:
-        """The path parameters filled by the router, e.g. ``{"room": "lobby"}``."""
+    if isinstance(data, str) and not data.isascii():
+        return 4 * len(data)
+    return len(data) if not isinstance(data, memoryview) else data.nbytes
 
 
-class _PingWaiter:
-    """A ping waiting for its pong; ``rtt`` stays ``None`` if the connection closes first."""
-
-    __slots__ = ("event", "rtt", "sent_at")
-
-    def __init__(self, sent_at: float) -> None:
-        self.event = trio.Event()
-        self.sent_at = sent_at
-        self.rtt: float | None = None
-
-
-def _peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
-    """The ``(host, port)`` of the peer of a socket stream (under TLS too), else ``None``."""
-    inner: object = stream
-    while isinstance(inner, trio.SSLStream):
-        inner = inner.transport_stream
-    if isinstance(inner, trio.SocketStream):
-        try:
-            address = inner.socket.getpeername()
-        except OSError:
-            return None
-        if isinstance(address, tuple) and len(address) >= 2:
-            return (str(address[0]), int(address[1]))
-    return None
-
-
-class WebSocketConn:
+class WebSocketConn(_ConnectionTasks):
     """One open WebSocket connection, server or client side.
 
     Get one from :func:`open_websocket_conn` (or from the server handler, or from
@@ -175,125 +112,11 @@ class WebSocketConn:
     called from the Trio run that opened the connection.
     """
 
-    # An idle server may hold many thousands of these: no per-instance dict.
-    __slots__ = (
-        "_bytes_received",
-        "_bytes_sent",
-        "_closed",
-        "_closed_event",
-        "_closing",
-        "_closing_first",
-        "_config",
-        "_connection_exc",
-        "_id",
-        "_inbound",
-        "_inbound_bytes",
-        "_inbound_limit",
-        "_keepalive_scope",
-        "_last_rtt",
-        "_messages_received",
-        "_messages_sent",
-        "_out",
-        "_paused_since",
-        "_paused_total",
-        "_pings",
-        "_pings_sent",
-        "_protocol",
-        "_reader_done",
-        "_reader_scope",
-        "_receiver",
-        "_receiving",
-        "_remote_address",
-        "_request",
-        "_room_waiter",
-        "_state",
-        "_stream",
-        "_stream_closed_by_us",
-        "_subprotocol",
-        "_trailing_data",
-        "_writer_scope",
-        "_writing",
-        "meta",
-        "user",
-    )
-
-    def __init__(
-        self,
-        stream: trio.abc.Stream,
-        protocol: Protocol,
-        *,
-        trailing_data: bytes = b"",
-        request: HandshakeRequest | None = None,
-        subprotocol: str | None = None,
-        remote_address: tuple[str, int] | None = None,
-        config: ConnectionConfig = _DEFAULT_CONFIG,
-    ) -> None:
-        self._stream = stream
-        self._protocol = protocol
-        self._config = config
-        self._trailing_data = trailing_data
-        self._request = request
-        self._subprotocol = subprotocol
-        self._remote_address = remote_address or _peer_address(stream)
-        self._id = _new_id()
-        self._out = FrameQueue(config.outbound_queue_messages, config.outbound_queue_bytes)
-        # A list, not a deque: it holds at most ``inbound_queue`` messages (16 by
-        # default), and an empty list costs 56 bytes where a deque allocates a 64-slot
-        # block: most connections are idle most of the time.
-        self._inbound: list[Message] = []
-        self._inbound_limit = config.inbound_queue
-        # What the buffered messages take in memory (sys.getsizeof of their data).
-        self._inbound_bytes = 0
-        self._receiver = Waiter()  # the application waiting for a message
-        self._room_waiter = Waiter()  # the reader waiting for room in the inbound buffer
-        self._receiving = False
-        self._pings: dict[bytes, _PingWaiter] = {}
-        self._connection_exc: BaseException | None = None
-        # Whether this side sent the first close frame (then late messages may be dropped).
-        self._closing_first = False
-        self._closing = False
-        self._reader_done = False
-        self._stream_closed_by_us = False
-        self._closed = False
-        # Created only when a task has to wait for the end.
-        self._closed_event: trio.Event | None = None
-        # The shielded scopes keep the tasks alive through the owner's cancellation until
-        # the connection ends them. The reader's deadline bounds the closing handshake;
-        # cancelling it is how the connection aborts (each scope costs about 1 KiB).
-        self._reader_scope = trio.CancelScope(shield=True)
-        self._writer_scope = trio.CancelScope(shield=True)
-        self._keepalive_scope: trio.CancelScope | None = None
-        # Whether the writer is inside a write: the peer has not taken our bytes yet.
-        self._writing = False
-        self._paused_total = 0.0
-        self._paused_since: float | None = None
-        self._messages_received = 0
-        self._messages_sent = 0
-        self._bytes_received = 0
-        self._bytes_sent = 0
-        self._pings_sent = 0
-        self._last_rtt: float | None = None
-        self._state: dict[str, Any] | None = None
-        self.user: str | None = None
-        """Who is on the other end, as the application knows them, or ``None``.
-
-        Set when the connection is accepted (by the handshake's authentication, or by the
-        application in ``on_connect``). The hub's presence counts one user once, however
-        many connections (browser tabs) carry the same ``user``; a connection without a
-        user is a user of its own, named by its :attr:`id`.
-        """
-        self.meta: Mapping[str, Any] = _NO_META
-        """What the application publishes about this connection in presence listings.
-
-        JSON-serialisable values only (they may cross processes through a backplane),
-        for example ``{"name": "ada", "device": "phone"}``. Empty by default.
-        """
+    __slots__ = ()
 
     def __repr__(self) -> str:
         role = self._protocol.role.value
         return f"<WebSocketConn id={self._id} {role} {self._protocol.state.name}>"
-
-    # ------------------------------------------------------------------ attributes
 
     @property
     def id(self) -> str:
@@ -407,7 +230,7 @@ class WebSocketConn:
         if (
             deflate is not None
             and not deflate.shareable
-            and out._accepting
+            and out._is_accepting()
             and not out._has_room()
         ):
             return b""
@@ -455,14 +278,12 @@ class WebSocketConn:
             bytes_received=self._bytes_received,
             bytes_sent=self._bytes_sent,
             inbound_messages=len(self._inbound),
-            inbound_bytes=self._inbound_bytes,
+            inbound_bytes=sum(getsizeof(message.data) for message in self._inbound),
             queued_frames=len(out),
-            queued_bytes=out._queued_bytes,
+            queued_bytes=out.statistics().queued_bytes,
             pings_sent=self._pings_sent,
             last_ping_rtt=self._last_rtt,
         )
-
-    # --------------------------------------------------------------------- sending
 
     async def send(
         self, message_type: MessageType, data: str | bytes | bytearray | memoryview
@@ -497,21 +318,14 @@ class WebSocketConn:
         """
         await checkpoint_if_cancelled()
         out = self._out
-        # The hot path: FrameQueue._has_room() and _append(), inlined (about 10% of a
-        # pipelined echo's CPU time).
-        if not (
-            out._accepting and len(out._frames) < out._max_frames and out._nbytes < out._max_bytes
-        ):
-            if out._accepting:
-                await out._wait_room()
-            if not out._accepting:
+        size = _frame_estimate(data)
+        if not out._has_room(size):
+            if out._is_accepting():
+                await out._wait_room(size)
+            if not out._is_accepting():
                 await self._raise_closed_to_sender()
         # No checkpoint from here on: the message is encoded and queued at once.
-        frame = self._protocol.encode(message_type, data)
-        out._frames.append(frame)
-        out._nbytes += len(frame)
-        if out._writer.task is not None:
-            out._writer.wake()
+        out._append(self._protocol.encode(message_type, data))
         self._messages_sent += 1
 
     def send_nowait(
@@ -532,9 +346,9 @@ class WebSocketConn:
             ValueError: ``message_type`` is not a data message type.
         """
         out = self._out
-        if not out._accepting:
+        if not out._is_accepting():
             raise self._closed_error()
-        if not out._has_room():
+        if not out._has_room(_frame_estimate(data)):
             raise trio.WouldBlock
         out._append(self._protocol.encode(message_type, data))
         self._messages_sent += 1
@@ -608,22 +422,6 @@ class WebSocketConn:
             await self._raise_closed()
         return waiter.rtt
 
-    def _fresh_ping_payload(self) -> bytes:
-        data = os.urandom(4)
-        while data in self._pings:
-            data = os.urandom(4)
-        return data
-
-    def _send_ping(self, data: bytes) -> _PingWaiter:
-        self._protocol.send_ping(data)
-        self._pump()
-        waiter = _PingWaiter(trio.current_time())
-        self._pings[data] = waiter
-        self._pings_sent += 1
-        return waiter
-
-    # ------------------------------------------------------------------- receiving
-
     async def receive(self) -> Message:
         """Return the next message from the peer.
 
@@ -647,27 +445,9 @@ class WebSocketConn:
             raise trio.BusyResourceError("another task is already receiving on this connection")
         # Returns normally only without yielding: the buffer cannot change meanwhile.
         await checkpoint_if_cancelled()
-        inbound = self._inbound
-        if not inbound:
+        if not self._inbound:
             await self._wait_message()
-        message = inbound.pop(0)
-        self._inbound_bytes -= getsizeof(message.data)
-        if self._room_waiter.task is not None:
-            self._room_waiter.wake()
-        return message
-
-    async def _wait_message(self) -> None:
-        """Sleep until a message is buffered; raise the closing exception at the end."""
-        self._receiving = True
-        try:
-            while True:
-                if self._reader_done:
-                    await self._raise_closed()
-                await self._receiver.wait()
-                if self._inbound:
-                    return
-        finally:
-            self._receiving = False
+        return self._take_message()
 
     async def receive_json(self) -> Any:
         """Receive a message and parse it as JSON (text or binary alike).
@@ -692,23 +472,17 @@ class WebSocketConn:
         Raises:
             ConnectionClosedError: the connection closed abnormally.
         """
-        # receive(), inlined: this is the hot path of ``async for message in conn``.
+        # receive() but for the end of the iteration, not awaited through it: one
+        # coroutine less per message on the hot path of ``async for message in conn``.
         if self._receiving:
             raise trio.BusyResourceError("another task is already receiving on this connection")
         await checkpoint_if_cancelled()
-        inbound = self._inbound
-        if not inbound:
+        if not self._inbound:
             try:
                 await self._wait_message()
             except ConnectionClosedOK:
                 raise StopAsyncIteration from None
-        message = inbound.pop(0)
-        self._inbound_bytes -= getsizeof(message.data)
-        if self._room_waiter.task is not None:
-            self._room_waiter.wake()
-        return message
-
-    # --------------------------------------------------------------------- closing
+        return self._take_message()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection: Rue's ``conn.Close()``.
@@ -738,493 +512,3 @@ class WebSocketConn:
         Cancellation: as :meth:`close`.
         """
         await self.close()
-
-    def _start_close(self, code: int, reason: str) -> None:
-        protocol = self._protocol
-        if protocol.state is State.OPEN:
-            protocol.send_close(code, reason)
-            self._closing_first = True
-            self._pump()
-
-    def _fail(self, code: int, reason: str, exc: BaseException) -> None:
-        if self._protocol.state is State.OPEN:
-            self._set_exc(exc)
-            self._closing_first = True
-            self._protocol.fail(code, reason)
-            self._pump()
-
-    def _set_exc(self, exc: BaseException) -> None:
-        # Kept without its traceback: its frames refer to this connection, and the
-        # cycle would outlive the connection until a full collection.
-        if self._connection_exc is None:
-            self._connection_exc = detach_traceback(exc)
-
-    def _closed_error(self) -> ConnectionClosed:
-        exc = self._protocol.close_exc
-        if self._connection_exc is not None:
-            exc.__cause__ = self._connection_exc
-        return exc
-
-    async def _raise_closed(self) -> NoReturn:
-        # Wait for the end (bounded by the close timeout) so the exception says how the
-        # connection ended, not how it was ending.
-        await self._wait_closed()
-        raise self._closed_error()
-
-    async def _raise_closed_to_sender(self) -> NoReturn:
-        protocol = self._protocol
-        if protocol.close_rcvd is None and protocol.parser_exc is None:
-            await self._raise_closed()
-        # The peer closed, or broke the protocol: how it ends is known already. Waiting
-        # for the end here could deadlock: the reader may be waiting for this very task
-        # to take messages from a full inbound buffer.
-        await checkpoint_if_cancelled()
-        raise self._closed_error()
-
-    async def _wait_closed(self) -> None:
-        """Wait for the end of the connection; no schedule point if it is over."""
-        if self._closed:
-            await checkpoint_if_cancelled()
-            return
-        event = self._closed_event
-        if event is None:
-            event = self._closed_event = trio.Event()
-        await event.wait()
-
-    def _set_closed(self) -> None:
-        self._closed = True
-        if self._closed_event is not None:
-            self._closed_event.set()
-
-    def _end_tasks(self) -> None:
-        """Cancel whatever of the connection's tasks still runs (after the close)."""
-        self._reader_scope.cancel()
-        self._writer_scope.cancel()
-        if self._keepalive_scope is not None:
-            self._keepalive_scope.cancel()
-
-    def _abort(self, exc: BaseException) -> None:
-        """End the connection because of ``exc``: the reader stops and tears down."""
-        self._set_exc(exc)
-        self._reader_scope.cancel()
-
-    # ----------------------------------------------------------------- the core
-
-    def _pump(self) -> None:
-        """Move what the core produced to the outbound queue; notice the start of closing.
-
-        Called after every call into the core that may produce output, with no checkpoint
-        in between, so frames keep the core's order.
-        """
-        out = self._out
-        for frame in self._protocol.data_to_send():
-            out._append_control(frame)
-        if not self._closing and self._protocol.state is not State.OPEN:
-            self._closing = True
-            # RFC 6455 section 5.5.1: no data frame may follow our close frame.
-            out._stop_accepting()
-            # Section 7.1.1: bound the wait for the peer's close frame and end of TCP.
-            self._reader_scope.deadline = trio.current_time() + self._config.close_timeout
-            if self._closing_first:
-                # The application asked to close: release a reader waiting for room.
-                self._room_waiter.wake()
-
-    # ---------------------------------------------------------------------- tasks
-
-    def _start(self, nursery: trio.Nursery) -> None:
-        # Constant task names: formatting one per task and connection costs time and
-        # memory; ``repr(conn)`` tells the connections apart.
-        nursery.start_soon(self._run_reader, name="rue_trio websocket reader")
-        nursery.start_soon(self._run_writer, name="rue_trio websocket writer")
-        if self._config.ping_interval is not None:
-            self._keepalive_scope = trio.CancelScope(shield=True)
-            nursery.start_soon(self._run_keepalive, name="rue_trio websocket keepalive")
-
-    async def _run_reader(self) -> None:
-        clean = False
-        with self._reader_scope:
-            try:
-                clean = await self._read_loop()
-            except trio.Cancelled:
-                # The scope was cancelled: the writer failed, or the closing handshake
-                # timed out. A client that saw both close frames and waited
-                # close_timeout for the server to close TCP is not in error (RFC 6455
-                # section 7.1.1).
-                protocol = self._protocol
-                if protocol.close_rcvd is None or protocol.close_sent is None:
-                    self._set_exc(TimeoutError("the closing handshake timed out"))
-                raise
-            except Exception as exc:
-                # A bug, not the peer's doing: background tasks never raise into the
-                # user's nursery; the failure becomes the ConnectionClosedError's cause.
-                self._set_exc(exc)
-            finally:
-                await self._teardown(clean)
-
-    async def _read_loop(self) -> bool:
-        """Read until the end of the stream; return whether it ended cleanly."""
-        protocol = self._protocol
-        stream = self._stream
-        size = self._config.read_size
-        inbound = self._inbound
-        limit = self._inbound_limit
-        byte_limit = self._config.inbound_queue_bytes
-        out = self._out
-        receiver = self._receiver
-        data: bytes | bytearray = self._trailing_data
-        self._trailing_data = b""
-        await checkpoint_if_cancelled()
-        try:
-            while True:
-                if data:
-                    self._bytes_received += len(data)
-                    protocol.buffer_data(data)
-                    # Parse (and inflate) only as far as there is room: the memory a
-                    # peer can make us hold is bounded in bytes. The price, measured on
-                    # a pipelined echo of 64-byte texts over memory streams: about 11 us
-                    # of CPU per echoed message instead of 8 when everything read was
-                    # parsed at once (byte accounting, batches cut at the room left, and
-                    # the write deadline); the cadence of yields is unchanged.
-                    while True:
-                        count_room = limit - len(inbound)
-                        byte_room = byte_limit - self._inbound_bytes
-                        if count_room <= 0 or byte_room <= 0:
-                            if not self._closing_first:
-                                await self._wait_inbound_room()
-                                continue
-                            # We closed first and the application is not reading: parse
-                            # on (for the peer's close), dropping its late messages.
-                            count_room = byte_room = 1
-                            drop = True
-                        else:
-                            drop = False
-                        if out._nbytes >= out._max_bytes:
-                            # Our pongs are not being read: stop reading pings.
-                            await out._wait_bytes_room()
-                        events = protocol.next_events(count_room, byte_room)
-                        if not events:
-                            break
-                        for event in events:
-                            if type(event) is Message:
-                                if drop:
-                                    continue
-                                inbound.append(event)
-                                self._inbound_bytes += getsizeof(event.data)
-                                self._messages_received += 1
-                            else:
-                                if type(event) is Pong:
-                                    self._on_pong(event.data)
-                                self._pump()
-                        if receiver.task is not None:
-                            receiver.wake()
-                    self._pump()
-                    if protocol.parser_exc is not None and self._connection_exc is None:
-                        await self._fail_after_replies()
-                data = await stream.receive_some(size)
-                if not data:
-                    return True
-        except trio.ClosedResourceError as exc:
-            if self._stream_closed_by_us:
-                return True
-            self._set_exc(exc)
-            return False
-        except _TRANSPORT_ERRORS as exc:
-            self._set_exc(exc)
-            return False
-
-    async def _fail_after_replies(self) -> None:
-        """Fail for the peer's violation once the messages before it were answered.
-
-        The messages that came before the violation are delivered; the application gets
-        until it has taken them all (and yielded once more, which is when its replies are
-        queued), at most ``close_timeout``, before the close frame goes after them.
-        """
-        await checkpoint_if_cancelled()
-        protocol = self._protocol
-        parser_exc = protocol.parser_exc
-        assert parser_exc is not None
-        self._set_exc(parser_exc)
-        if self._inbound and protocol.state is State.OPEN:
-            with trio.move_on_after(self._config.close_timeout):
-                while self._inbound and not self._closing_first:
-                    await self._room_waiter.wait()
-        protocol.fail_on_violation()
-        self._pump()
-
-    async def _wait_inbound_room(self) -> None:
-        """Wait while the inbound buffer is full, accounting the time as ours."""
-        self._paused_since = since = trio.current_time()
-        try:
-            await self._room_waiter.wait()
-        finally:
-            self._paused_total += trio.current_time() - since
-            self._paused_since = None
-
-    def _paused_time(self) -> float:
-        """Total time the reader spent waiting for the application, up to now."""
-        since = self._paused_since
-        if since is None:
-            return self._paused_total
-        return self._paused_total + trio.current_time() - since
-
-    def _on_pong(self, data: bytes) -> None:
-        pings = self._pings
-        if data not in pings:
-            return
-        now = trio.current_time()
-        # RFC 6455 section 5.5.3: a pong may answer only the most recent ping, so it
-        # acknowledges every ping sent before the one it matches.
-        for payload in list(pings):
-            waiter = pings.pop(payload)
-            waiter.rtt = now - waiter.sent_at
-            waiter.event.set()
-            if payload == data:
-                self._last_rtt = waiter.rtt
-                break
-
-    async def _teardown(self, clean: bool) -> None:
-        """End the connection: state CLOSED, close the transport, wake everyone."""
-        try:
-            self._protocol.receive_eof()
-            # Nothing can be written any more.
-            self._protocol.data_to_send()
-            self._closing = True
-            self._reader_done = True
-            self._out._close()
-            for waiter in self._pings.values():
-                waiter.event.set()
-            self._pings.clear()
-            if self._keepalive_scope is not None:
-                self._keepalive_scope.cancel()
-            if self._stream_closed_by_us:
-                # The writer closed it after the closing handshake.
-                await checkpoint_if_cancelled()
-            elif clean:
-                self._stream_closed_by_us = True
-                # Bounded by the reader's scope (no scope of its own: they cost).
-                scope = self._reader_scope
-                scope.deadline = min(
-                    scope.deadline, trio.current_time() + self._config.close_timeout
-                )
-                await self._stream.aclose()
-            else:
-                self._stream_closed_by_us = True
-                await trio.aclose_forcefully(self._stream)
-        finally:
-            # Woken once the transport is closed, the application finds the connection
-            # over and does not have to wait a second time.
-            self._receiver.wake()
-            self._set_closed()
-
-    async def _run_writer(self) -> None:
-        scope = self._writer_scope
-        with scope:
-            await checkpoint_if_cancelled()
-            try:
-                await self._write_loop()
-            except _TRANSPORT_ERRORS as exc:
-                if not self._stream_closed_by_us:
-                    self._abort(exc)
-            except Exception as exc:
-                # A bug; as in the reader, it must not reach the user's nursery.
-                self._abort(exc)
-        if scope.cancelled_caught and trio.current_time() >= scope.deadline:
-            # The write deadline passed: the peer does not read what we send.
-            timeout = self._config.write_timeout
-            self._abort(TimeoutError(f"a write did not complete within {timeout} s"))
-
-    async def _write_loop(self) -> None:
-        out = self._out
-        stream = self._stream
-        scope = self._writer_scope
-        timeout = self._config.write_timeout
-        # A cancellation point only: the first wait for frames is the schedule point.
-        await checkpoint_if_cancelled()
-        while True:
-            if not out._frames:
-                if out._closed:
-                    return
-                await out._writer.wait()
-                continue
-            batch, eof = out._take(_MAX_WRITE)
-            if batch:
-                data = batch[0] if len(batch) == 1 else b"".join(batch)
-                # The write bound on the scope the writer already has: no scope per write.
-                if timeout is not None:
-                    scope.deadline = trio.current_time() + timeout
-                self._writing = True
-                await stream.send_all(data)
-                self._writing = False
-                scope.deadline = math.inf
-                self._bytes_sent += len(data)
-            if eof:
-                await self._end_transport()
-                return
-
-    async def _end_transport(self) -> None:
-        """The core asked to close TCP: after the closing handshake, or after failing."""
-        stream = self._stream
-        protocol = self._protocol
-        if isinstance(stream, trio.abc.HalfCloseableStream) and (
-            protocol.close_rcvd is None or protocol.close_sent is None
-        ):
-            # Failing: the peer may still be sending. A half-close sends our FIN and lets
-            # the reader drain until the peer's end: closing with unread data would
-            # send a reset, and the peer could lose our close frame.
-            await stream.send_eof()
-        else:
-            # The closing handshake is complete (RFC 6455 section 7.1.1: the server closes
-            # TCP first): the peer sends nothing more, so close at once instead of
-            # waiting for its FIN; the reader then ends (its stream is closed by us).
-            self._stream_closed_by_us = True
-            await stream.aclose()
-
-    async def _run_keepalive(self) -> None:
-        assert self._keepalive_scope is not None
-        with self._keepalive_scope:
-            await trio.lowlevel.checkpoint()
-            try:
-                await self._keepalive_loop()
-            except Exception as exc:
-                self._abort(exc)
-
-    async def _keepalive_loop(self) -> None:
-        interval = self._config.ping_interval
-        timeout = self._config.ping_timeout
-        assert interval is not None
-        pings = self._pings
-        payload = b""
-        waiter = None
-        while True:
-            await trio.sleep(interval)
-            if self._protocol.state is not State.OPEN:
-                return
-            # Without a ping timeout an unanswered ping is forgotten when the next one
-            # goes, so that a silent peer does not grow the table of waiters.
-            if waiter is not None and pings.get(payload) is waiter:
-                del pings[payload]
-            payload = self._fresh_ping_payload()
-            waiter = self._send_ping(payload)
-            if timeout is not None and not await self._wait_pong(waiter, timeout):
-                self._fail(
-                    1011,
-                    "keepalive ping timeout",
-                    TimeoutError(f"no pong within {timeout} s of a keepalive ping"),
-                )
-                return
-
-    async def _wait_pong(self, waiter: _PingWaiter, patience: float) -> bool:
-        """Wait for a pong; ``False`` if it did not come in time (our own pauses excluded)."""
-        paused_at_start = self._paused_time()
-        credited = 0.0
-        deadline = trio.current_time() + patience
-        while True:
-            with trio.move_on_at(deadline):
-                await waiter.event.wait()
-                return True
-            # While our reader waited for the application to take messages, it read
-            # nothing: the pong may be in the transport's buffer. Give that time back,
-            # unless our writer is stuck on this peer: then the application is waiting
-            # for a peer that does not read, and the peer is the slow side.
-            paused = self._paused_time() - paused_at_start
-            if paused <= credited or self._writing:
-                return False
-            deadline += paused - credited
-            credited = paused
-
-
-@asynccontextmanager
-async def open_websocket_conn(
-    stream: trio.abc.Stream,
-    protocol: Protocol,
-    *,
-    trailing_data: bytes = b"",
-    request: HandshakeRequest | None = None,
-    subprotocol: str | None = None,
-    remote_address: tuple[str, int] | None = None,
-    config: ConnectionConfig = _DEFAULT_CONFIG,
-) -> AsyncIterator[WebSocketConn]:
-    """Run a WebSocket connection over ``stream`` for the duration of the block.
-
-    The opening handshake must be done: ``stream`` carries frames from now on and
-    ``protocol`` was built with what the handshake agreed (role, permessage-deflate).
-
-    On leaving the block the connection is closed, within ``config.close_timeout``:
-    with 1000 on a normal exit; with 1011 when the block raises, and the exception is
-    re-raised; with 1001 ("going away") when the owner task is cancelled (or
-    interrupted), and ``Cancelled`` propagates. The stream is closed in every case.
-
-    Args:
-        stream: the transport, e.g. a :class:`trio.SocketStream` or
-            :class:`trio.SSLStream`.
-        protocol: the sans-I/O core for this connection.
-        trailing_data: bytes already read past the handshake (the first frames).
-        request: the HTTP request that opened the connection (server side).
-        subprotocol: the subprotocol agreed in the handshake.
-        remote_address: the peer's ``(host, port)``; by default taken from the socket.
-        config: timeouts and buffer bounds.
-
-    Yields:
-        The open connection.
-
-    Raises:
-        Whatever the block raised: no exception group for a single failure.
-    """
-    conn = WebSocketConn(
-        stream,
-        protocol,
-        trailing_data=trailing_data,
-        request=request,
-        subprotocol=subprotocol,
-        remote_address=remote_address,
-        config=config,
-    )
-    body_exc: BaseException | None = None
-    task_excs: BaseExceptionGroup[BaseException] | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            conn._start(nursery)
-            try:
-                yield conn
-            except BaseException as exc:
-                # Kept out of the nursery, so that it leaves unwrapped.
-                body_exc = exc
-            if not conn._closed:
-                await _shutdown(conn, *_exit_code(body_exc))
-            conn._end_tasks()
-    except BaseExceptionGroup as group:
-        # Only reachable if a task let through what it must not catch (a
-        # KeyboardInterrupt delivered to it).
-        task_excs = group
-    if task_excs is not None:
-        # A Cancelled in the block came from the nursery reacting to the task: it must
-        # not leave the nursery. Any other exception of the block goes with the tasks'
-        # (a KeyboardInterrupt is never dropped). Unwrap a single one; several stay grouped.
-        if body_exc is not None and not isinstance(body_exc, trio.Cancelled):
-            raise BaseExceptionGroup(
-                "a WebSocket connection failed", [body_exc, *task_excs.exceptions]
-            )
-        raise task_excs.exceptions[0] if len(task_excs.exceptions) == 1 else task_excs
-    if body_exc is not None:
-        raise body_exc
-
-
-def _exit_code(exc: BaseException | None) -> tuple[int, str]:
-    """The close code for leaving the block with ``exc`` (RFC 6455 section 7.4.1)."""
-    if exc is None:
-        return 1000, ""
-    if isinstance(exc, Exception):
-        return 1011, ""
-    # Cancelled, KeyboardInterrupt, SystemExit: the endpoint is going away.
-    return 1001, "going away"
-
-
-async def _shutdown(conn: WebSocketConn, code: int, reason: str) -> None:
-    """Close ``conn`` within its close timeout.
-
-    Shielded: it runs when the owner task is cancelled too (then with 1001).
-    """
-    deadline = trio.current_time() + conn._config.close_timeout
-    with trio.CancelScope(shield=True, deadline=deadline):
-        conn._start_close(code, reason)
-        await conn._wait_closed()

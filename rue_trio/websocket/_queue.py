@@ -21,7 +21,9 @@ the same object in every recipient's queue ("Encode once").
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
@@ -150,11 +152,11 @@ class FrameQueue:
             ValueError: ``frame`` is empty.
         """
         await checkpoint_if_cancelled()
-        if self._has_room():
+        if self._has_room(len(frame)):
             self.send_nowait(frame)
             await cancel_shielded_checkpoint()
             return
-        await self._wait_room()
+        await self._wait_room(len(frame))
         self.send_nowait(frame)
 
     def statistics(self) -> FrameQueueStatistics:
@@ -170,16 +172,45 @@ class FrameQueue:
 
     # The connection's side (same package): not part of the public surface.
 
-    @property
-    def _queued_bytes(self) -> int:
-        return self._nbytes
+    def _is_accepting(self) -> bool:
+        """Whether data frames are accepted (until the connection starts closing)."""
+        return self._accepting
 
-    def _has_room(self) -> bool:
-        """The room rule, in one place: a data frame is accepted while this holds."""
+    def _is_closed(self) -> bool:
+        """Whether the transport is gone (see :meth:`_close`)."""
+        return self._closed
+
+    def _bytes_full(self) -> bool:
+        """Whether ``max_bytes`` or more are queued: control frames too should wait."""
+        return self._nbytes >= self._max_bytes
+
+    def _wait_frames(self) -> Coroutine[Any, Any, object]:
+        """Sleep until a frame is queued or the queue closes: ``await queue._wait_frames()``.
+
+        For the one writer task; a plain method, as :meth:`Waiter.wait`.
+        """
+        return self._writer.wait()
+
+    def _wake_writer(self) -> None:
+        """Wake the writer if it waits for frames (to look at its deadline again)."""
+        self._writer.wake()
+
+    def _has_room(self, size: int = 1) -> bool:
+        """The room rule, in one place: whether a data frame of ``size`` bytes is accepted.
+
+        Fewer than ``max_frames`` frames, and the frame fits under ``max_bytes`` or the
+        queue is empty (a frame bigger than the bound must still be sendable). The hub
+        asks with the default ``size`` of 1: room while the queue is under its bound,
+        one shared frame may go past it. An application's ``send`` asks with the size of
+        its message, so that what one connection queues stays within ``max_bytes`` (or one
+        frame, when that frame alone is bigger): the per-connection budget of the
+        security limits counts on it.
+        """
+        nbytes = self._nbytes
         return (
             self._accepting
             and len(self._frames) < self._max_frames
-            and self._nbytes < self._max_bytes
+            and (nbytes + size <= self._max_bytes or not nbytes)
         )
 
     async def _wait_bytes_room(self) -> None:
@@ -196,8 +227,8 @@ class FrameQueue:
         while self._nbytes >= self._max_bytes and not self._closed:
             await lot.park()
 
-    async def _wait_room(self) -> None:
-        """Park until a data frame would be accepted, or the queue stops accepting.
+    async def _wait_room(self, size: int = 1) -> None:
+        """Park until a data frame of ``size`` bytes would be accepted, or accepting stops.
 
         Called when there is no room; the caller checks ``_accepting`` afterwards.
         Cancellation: nothing changes.
@@ -207,7 +238,7 @@ class FrameQueue:
             lot = self._room_lot = ParkingLot()
         while True:
             await lot.park()
-            if not self._accepting or self._has_room():
+            if not self._accepting or self._has_room(size):
                 return
 
     def _append(self, frame: bytes) -> None:

@@ -67,3 +67,44 @@ async def test_server_keepalive_never_extends_non_reader_deadline(
     seconds = await _seconds_until_flooder_closed(config)
     assert seconds is not None
     assert seconds <= 5 + 3 + 1 + 1
+
+
+async def _slow_reader(stream: trio.abc.Stream, chunk: int, pause: float, total: int) -> int:
+    """Read ``total`` bytes ``chunk`` at a time, ``pause`` seconds apart: a slow link."""
+    got = 0
+    while got < total:
+        await trio.sleep(pause)
+        data = await stream.receive_some(chunk)
+        if not data:
+            break
+        got += len(data)
+    return got
+
+
+async def test_server_slow_reading_peer_kept_while_a_write_progresses(
+    autojump_clock: MockClock,
+) -> None:
+    """The write bound is on progress: 1 MiB to a peer reading 16 KiB/s takes a minute."""
+    config = ConnectionConfig(ping_interval=None, write_timeout=5, close_timeout=1)
+    server_stream, peer = trio.testing.lockstep_stream_pair()
+    message = b"x" * (1 << 20)
+    received = 0
+    done = trio.Event()
+
+    async def read_all() -> None:
+        nonlocal received
+        received = await _slow_reader(peer, 16 * 1024, 1.0, len(message) + 10)
+        done.set()
+
+    with trio.fail_after(600):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_all)
+            async with open_websocket_conn(
+                server_stream, Protocol(Role.SERVER), config=config
+            ) as conn:
+                await conn.send_bytes(message)
+                await done.wait()
+                assert not conn.closed
+                assert trio.current_time() > 60
+                nursery.cancel_scope.cancel()
+    assert received >= len(message)

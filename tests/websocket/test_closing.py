@@ -504,24 +504,25 @@ class Boom(BaseException):
 async def test_server_task_base_exception_leaves_unwrapped(
     autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def explode(self: WebSocketConn) -> None:
-        await trio.lowlevel.checkpoint()
+    def explode(self: WebSocketConn, now: float) -> None:
         raise Boom
 
-    monkeypatch.setattr(WebSocketConn, "_keepalive_loop", explode)
+    # The keepalive's step, which the writer runs.
+    monkeypatch.setattr(WebSocketConn, "_keepalive_tick", explode)
     server_stream, client_stream = trio.testing.memory_stream_pair()
     config = ConnectionConfig(ping_interval=1)
     async with open_websocket_conn(client_stream, Protocol(Role.CLIENT), config=QUIET) as client:
         with pytest.raises(Boom):
             async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=config):
                 await trio.sleep_forever()
-        # The block was cancelled by its nursery, so the connection went away with 1001.
-        with pytest.raises(ConnectionClosedOK) as info:
+        # The writer, which runs the keepalive, is the task that raised: no close frame
+        # can follow, and the transport is closed.
+        with pytest.raises(ConnectionClosedError) as info:
             await client.receive()
-        assert info.value.code == 1001
+        assert info.value.code == 1006
 
 
-@pytest.mark.parametrize("task", ["_write_loop", "_keepalive_loop", "_read_loop"])
+@pytest.mark.parametrize("task", ["_write_loop", "_keepalive_tick", "_read_loop"])
 async def test_server_task_bug_closes_with_cause_never_raises_into_nursery(
     task: str, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -531,7 +532,10 @@ async def test_server_task_bug_closes_with_cause_never_raises_into_nursery(
         await trio.lowlevel.checkpoint()
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(WebSocketConn, task, broken)
+    def broken_step(self: WebSocketConn, now: float) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(WebSocketConn, task, broken_step if task == "_keepalive_tick" else broken)
     server_stream, client_stream = trio.testing.memory_stream_pair()
     config = ConnectionConfig(ping_interval=1, close_timeout=1)
     async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=config) as server:

@@ -417,3 +417,39 @@ async def test_server_identity_defaults_and_app_state_is_per_connection(
         assert server.app_state is server.app_state
         assert client.app_state == {}
         assert (server.user, server.meta["name"]) == ("ada", "Ada")
+
+
+class _WriterSteps(trio.abc.Instrument):
+    """Counts the steps of the tasks named as the connection's writer."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name == "rue_trio websocket writer":
+            self.steps += 1
+
+
+async def test_server_complete_socket_write_takes_one_writer_step() -> None:
+    """The kernel takes a small frame at once: the writer does not yield after it."""
+    left, right = trio.socket.socketpair()
+    peer = trio.SocketStream(right)
+    counter = _WriterSteps()
+    config = ConnectionConfig(ping_interval=None, close_timeout=1)
+    with trio.fail_after(10):
+        async with open_websocket_conn(
+            trio.SocketStream(left), Protocol(Role.SERVER), config=config
+        ) as conn:
+            await trio.testing.wait_all_tasks_blocked()
+            trio.lowlevel.add_instrument(counter)
+            try:
+                for _ in range(10):
+                    await conn.send_text("x")
+                    assert await peer.receive_some(100) == b"\x81\x01x"
+            finally:
+                trio.lowlevel.remove_instrument(counter)
+            client = Protocol(Role.CLIENT)
+            client.send_close(1000)
+            await peer.send_all(b"".join(client.data_to_send()))
+        await peer.aclose()
+    assert counter.steps == 10

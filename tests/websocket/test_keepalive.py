@@ -116,3 +116,29 @@ async def test_server_keepalive_slow_consumer_then_peer_dies_still_detected(
             await server.receive()
         assert info.value.code == 1011
         assert trio.current_time() == 12 + 5 + 1
+
+
+def _task_names(task: trio.lowlevel.Task) -> list[str]:
+    names = [task.name]
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            names += _task_names(child)
+    return names
+
+
+async def test_server_keepalive_runs_in_the_writer_no_task_of_its_own(
+    autojump_clock: MockClock,
+) -> None:
+    """Two tasks per connection with keepalive on: the writer wakes for the pings."""
+    async with conn_pair(server_config=ConnectionConfig(), client_config=ConnectionConfig()) as (
+        server,
+        client,
+    ):
+        await trio.sleep(25)
+        root = trio.lowlevel.current_root_task()
+        assert root is not None
+        names = _task_names(root)
+        assert names.count("rue_trio websocket writer") == 2
+        assert names.count("rue_trio websocket reader") == 2
+        assert "rue_trio websocket keepalive" not in names
+        assert server.statistics().pings_sent == client.statistics().pings_sent == 1

@@ -7,6 +7,7 @@ import trio
 import trio.testing
 
 from rue_trio.websocket import FrameQueue
+from rue_trio.websocket._connection import _frame_estimate
 
 
 def test_queue_send_nowait_full_by_frames_would_block() -> None:
@@ -159,3 +160,48 @@ def test_queue_close_drops_everything() -> None:
     assert queue.statistics().queued_bytes == 0
     with pytest.raises(trio.BrokenResourceError):
         queue.send_nowait(b"more")
+
+
+async def test_queue_send_waits_until_the_frame_fits_under_the_byte_bound(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """What send() queues stays within max_bytes, or is one frame alone in the queue."""
+    queue = FrameQueue(max_frames=100, max_bytes=10)
+    queue.send_nowait(b"x" * 6)
+    done = False
+
+    async def sender() -> None:
+        nonlocal done
+        await queue.send(b"y" * 6)  # 6 + 6 > 10: waits, where the hub's offer would not
+        done = True
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done
+        assert queue._take(1 << 20) == ([b"x" * 6], False)
+    assert done
+    await queue.send(b"z" * 4)  # 6 + 4 fits
+    assert queue._take(1 << 20)[0] == [b"y" * 6, b"z" * 4]
+    await queue.send(b"big" * 10)  # larger than the bound: goes into an empty queue
+    assert queue._take(1 << 20)[0] == [b"big" * 10]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"b" * 700, 700),
+        (bytearray(5), 5),
+        (memoryview(b"abcd").cast("B", (2, 2)), 4),
+        ("a" * 700, 700),
+        ("\u00e9" * 200, 800),  # 400 bytes of UTF-8, counted at 4 a character
+    ],
+)
+def test_send_room_is_asked_for_the_message_size(
+    data: str | bytes | bytearray | memoryview, expected: int
+) -> None:
+    """send() asks the queue for room by the message's size, before encoding it."""
+    assert _frame_estimate(data) == expected
+    queue = FrameQueue(max_frames=100, max_bytes=1000)
+    queue.send_nowait(b"q" * 500)
+    assert queue._has_room(_frame_estimate(data)) is (expected <= 500)

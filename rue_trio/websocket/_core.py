@@ -1,0 +1,389 @@
+"""The state a WebSocket connection shares between its public API and its tasks.
+
+:class:`_ConnectionCore` holds every field of a :class:`~rue_trio.websocket.WebSocketConn`
+and the steps both sides take: moving the core's output to the queue (``_pump``), failing
+and closing, waiting for the end, the table of pings.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, NoReturn
+from typing import Protocol as TypingProtocol
+
+import trio
+from trio.lowlevel import checkpoint_if_cancelled
+
+from rue_trio.exceptions import ConnectionClosed
+from rue_trio.protocol import (
+    Message,
+    Protocol,
+    State,
+    detach_traceback,
+)
+
+from ._config import ConnectionConfig
+from ._queue import FrameQueue
+from ._waiter import Waiter
+
+__all__ = ["HandshakeRequest"]
+
+_DEFAULT_CONFIG = ConnectionConfig()
+# The default of WebSocketConn.meta: one read-only empty mapping shared by every connection.
+_NO_META: Mapping[str, Any] = MappingProxyType({})
+
+# Connection ids come from a pool of random bits refilled 256 ids at a time: one system
+# call per 256 connections instead of one each. Still 64 random bits per id (unique across
+# processes and nodes for all practical purposes); a forked child starts a pool of its own.
+_ID_BATCH = 256
+_id_pool: list[str] = []
+os.register_at_fork(after_in_child=_id_pool.clear)
+
+
+def _new_id() -> str:
+    if not _id_pool:
+        digits = os.urandom(8 * _ID_BATCH).hex()
+        _id_pool.extend(digits[i : i + 16] for i in range(0, len(digits), 16))
+    return _id_pool.pop()
+
+
+class HandshakeRequest(TypingProtocol):
+    """What a connection keeps of the HTTP request that opened it (server side).
+
+    The HTTP layer's ``Request`` satisfies this protocol; the connection never looks
+    inside it, it only hands it to the application as :attr:`WebSocketConn.request`.
+    """
+
+    @property
+    def path(self) -> str:
+        """The percent-decoded path, e.g. ``"/ws/lobby"``."""
+
+    @property
+    def query_string(self) -> str:
+        """The raw query string, without ``?``."""
+
+    @property
+    def headers(self) -> Sequence[tuple[bytes, bytes]]:
+        """The request headers, lowercase names, as ``(name, value)`` byte pairs."""
+
+    @property
+    def params(self) -> Mapping[str, str]:
+        """The path parameters filled by the router, e.g. ``{"room": "lobby"}``."""
+
+
+class _PingWaiter:
+    """A ping waiting for its pong; ``rtt`` stays ``None`` if the connection closes first."""
+
+    __slots__ = ("event", "rtt", "sent_at")
+
+    def __init__(self, sent_at: float) -> None:
+        self.event = trio.Event()
+        self.sent_at = sent_at
+        self.rtt: float | None = None
+
+
+def _peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    """The ``(host, port)`` of the peer of a socket stream (under TLS too), else ``None``."""
+    inner: object = stream
+    while isinstance(inner, trio.SSLStream):
+        inner = inner.transport_stream
+    if isinstance(inner, trio.SocketStream):
+        try:
+            address = inner.socket.getpeername()
+        except OSError:
+            return None
+        if isinstance(address, tuple) and len(address) >= 2:
+            return (str(address[0]), int(address[1]))
+    return None
+
+
+class _ConnectionCore:
+    """The fields of a connection and the steps its API and its tasks share."""
+
+    __slots__ = (
+        "_bytes_received",
+        "_bytes_sent",
+        "_closed",
+        "_closed_event",
+        "_closing",
+        "_closing_first",
+        "_config",
+        "_connection_exc",
+        "_id",
+        "_inbound",
+        "_inbound_bytes",
+        "_inbound_limit",
+        "_ka_credited",
+        "_ka_due",
+        "_ka_paused",
+        "_ka_payload",
+        "_ka_ping",
+        "_last_rtt",
+        "_messages_received",
+        "_messages_sent",
+        "_out",
+        "_paused_since",
+        "_paused_total",
+        "_pings",
+        "_pings_sent",
+        "_protocol",
+        "_reader_done",
+        "_reader_scope",
+        "_receiver",
+        "_receiving",
+        "_remote_address",
+        "_request",
+        "_room_waiter",
+        "_state",
+        "_stream",
+        "_stream_closed_by_us",
+        "_subprotocol",
+        "_trailing_data",
+        "_writer_scope",
+        "_writing",
+        "meta",
+        "user",
+    )
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        protocol: Protocol,
+        *,
+        trailing_data: bytes = b"",
+        request: HandshakeRequest | None = None,
+        subprotocol: str | None = None,
+        remote_address: tuple[str, int] | None = None,
+        config: ConnectionConfig = _DEFAULT_CONFIG,
+    ) -> None:
+        self._stream = stream
+        self._protocol = protocol
+        self._config = config
+        self._trailing_data = trailing_data
+        self._request = request
+        self._subprotocol = subprotocol
+        self._remote_address = remote_address or _peer_address(stream)
+        self._id = _new_id()
+        self._out = FrameQueue(config.outbound_queue_messages, config.outbound_queue_bytes)
+        # A list, not a deque: it holds at most ``inbound_queue`` messages (16 by
+        # default), and an empty list costs 56 bytes where a deque allocates a 64-slot
+        # block: most connections are idle most of the time.
+        self._inbound: list[Message] = []
+        self._inbound_limit = config.inbound_queue
+        # What the messages buffered since the buffer was last empty take in memory
+        # (sys.getsizeof of their data): at least what the buffer holds.
+        self._inbound_bytes = 0
+        self._receiver = Waiter()  # the application waiting for a message
+        self._room_waiter = Waiter()  # the reader waiting for room in the inbound buffer
+        self._receiving = False
+        self._pings: dict[bytes, _PingWaiter] = {}
+        self._connection_exc: BaseException | None = None
+        # Whether this side sent the first close frame (then late messages may be dropped).
+        self._closing_first = False
+        self._closing = False
+        self._reader_done = False
+        self._stream_closed_by_us = False
+        self._closed = False
+        # Created only when a task has to wait for the end.
+        self._closed_event: trio.Event | None = None
+        # The shielded scopes keep the tasks alive through the owner's cancellation until
+        # the connection ends them. The reader's deadline bounds the closing handshake;
+        # cancelling it is how the connection aborts (each scope costs about 1 KiB).
+        self._reader_scope = trio.CancelScope(shield=True)
+        self._writer_scope = trio.CancelScope(shield=True)
+        # The keepalive, run by the writer: when it must act next (send a ping, or give
+        # up on its pong), the ping waiting for its pong, and the reader's pauses.
+        self._ka_due = math.inf
+        self._ka_ping: _PingWaiter | None = None
+        self._ka_payload = b""
+        self._ka_paused = 0.0
+        self._ka_credited = 0.0
+        # Whether the writer is inside a write: the peer has not taken our bytes yet.
+        self._writing = False
+        self._paused_total = 0.0
+        self._paused_since: float | None = None
+        self._messages_received = 0
+        self._messages_sent = 0
+        self._bytes_received = 0
+        self._bytes_sent = 0
+        self._pings_sent = 0
+        self._last_rtt: float | None = None
+        self._state: dict[str, Any] | None = None
+        self.user: str | None = None
+        """Who is on the other end, as the application knows them, or ``None``.
+
+        Set when the connection is accepted (by the handshake's authentication, or by the
+        application in ``on_connect``). The hub's presence counts one user once, however
+        many connections (browser tabs) carry the same ``user``; a connection without a
+        user is a user of its own, named by its :attr:`id`.
+        """
+        self.meta: Mapping[str, Any] = _NO_META
+        """What the application publishes about this connection in presence listings.
+
+        JSON-serialisable values only (they may cross processes through a backplane),
+        for example ``{"name": "ada", "device": "phone"}``. Empty by default.
+        """
+
+    def _fresh_ping_payload(self) -> bytes:
+        data = os.urandom(4)
+        while data in self._pings:
+            data = os.urandom(4)
+        return data
+
+    def _send_ping(self, data: bytes) -> _PingWaiter:
+        self._protocol.send_ping(data)
+        self._pump()
+        waiter = _PingWaiter(trio.current_time())
+        self._pings[data] = waiter
+        self._pings_sent += 1
+        return waiter
+
+    def _take_message(self) -> Message:
+        """Take the oldest buffered message (there is one) and make room for the reader."""
+        inbound = self._inbound
+        message = inbound.pop(0)
+        if not inbound:
+            # The byte count is of every message buffered since the buffer was last
+            # empty: never less than what it holds, and nothing to compute per message
+            # taken (0.2 us of a pipelined echo's 5 per message).
+            self._inbound_bytes = 0
+        if self._room_waiter.task is not None:
+            self._room_waiter.wake()
+        return message
+
+    async def _wait_message(self) -> None:
+        """Sleep until a message is buffered; raise the closing exception at the end."""
+        self._receiving = True
+        try:
+            while True:
+                if self._reader_done:
+                    await self._raise_closed()
+                await self._receiver.wait()
+                if self._inbound:
+                    return
+        finally:
+            self._receiving = False
+
+    def _start_close(self, code: int, reason: str) -> None:
+        protocol = self._protocol
+        if protocol.state is State.OPEN:
+            protocol.send_close(code, reason)
+            self._closing_first = True
+            self._pump()
+
+    def _fail(self, code: int, reason: str, exc: BaseException) -> None:
+        if self._protocol.state is State.OPEN:
+            self._set_exc(exc)
+            self._closing_first = True
+            self._protocol.fail(code, reason)
+            self._pump()
+
+    def _set_exc(self, exc: BaseException) -> None:
+        # Kept without its traceback: its frames refer to this connection, and the
+        # cycle would outlive the connection until a full collection.
+        if self._connection_exc is None:
+            self._connection_exc = detach_traceback(exc)
+
+    def _closed_error(self) -> ConnectionClosed:
+        exc = self._protocol.close_exc
+        if self._connection_exc is not None:
+            exc.__cause__ = self._connection_exc
+        return exc
+
+    async def _raise_closed(self) -> NoReturn:
+        # Wait for the end (bounded by the close timeout) so the exception says how the
+        # connection ended, not how it was ending.
+        await self._wait_closed()
+        raise self._closed_error()
+
+    async def _raise_closed_to_sender(self) -> NoReturn:
+        protocol = self._protocol
+        if protocol.close_rcvd is None and protocol.parser_exc is None:
+            await self._raise_closed()
+        # The peer closed, or broke the protocol: how it ends is known already. Waiting
+        # for the end here could deadlock: the reader may be waiting for this very task
+        # to take messages from a full inbound buffer.
+        await checkpoint_if_cancelled()
+        raise self._closed_error()
+
+    async def _wait_closed(self) -> None:
+        """Wait for the end of the connection; no schedule point if it is over."""
+        if self._closed:
+            await checkpoint_if_cancelled()
+            return
+        event = self._closed_event
+        if event is None:
+            event = self._closed_event = trio.Event()
+        await event.wait()
+
+    def _set_closed(self) -> None:
+        self._closed = True
+        if self._closed_event is not None:
+            self._closed_event.set()
+
+    def _end_tasks(self) -> None:
+        """Cancel whatever of the connection's tasks still runs (after the close)."""
+        self._reader_scope.cancel()
+        self._writer_scope.cancel()
+
+    def _abort(self, exc: BaseException) -> None:
+        """End the connection because of ``exc``: the reader stops and tears down."""
+        self._set_exc(exc)
+        self._reader_scope.cancel()
+
+    def _pump(self) -> None:
+        """Move what the core produced to the outbound queue; notice the start of closing.
+
+        Called after every call into the core that may produce output, with no checkpoint
+        in between, so frames keep the core's order.
+        """
+        out = self._out
+        for frame in self._protocol.data_to_send():
+            out._append_control(frame)
+        if not self._closing and self._protocol.state is not State.OPEN:
+            self._closing = True
+            # RFC 6455 section 5.5.1: no data frame may follow our close frame.
+            out._stop_accepting()
+            # Section 7.1.1: bound the wait for the peer's close frame and end of TCP.
+            self._reader_scope.deadline = trio.current_time() + self._config.close_timeout
+            if self._closing_first:
+                # The application asked to close: release a reader waiting for room.
+                self._room_waiter.wake()
+
+    def _paused_time(self) -> float:
+        """Total time the reader spent waiting for the application, up to now."""
+        since = self._paused_since
+        if since is None:
+            return self._paused_total
+        return self._paused_total + trio.current_time() - since
+
+    def _on_pong(self, data: bytes) -> None:
+        pings = self._pings
+        if data not in pings:
+            return
+        now = trio.current_time()
+        # RFC 6455 section 5.5.3: a pong may answer only the most recent ping, so it
+        # acknowledges every ping sent before the one it matches.
+        for payload in list(pings):
+            waiter = pings.pop(payload)
+            waiter.rtt = now - waiter.sent_at
+            waiter.event.set()
+            if payload == data:
+                self._last_rtt = waiter.rtt
+                break
+        keepalive = self._ka_ping
+        if (
+            keepalive is not None
+            and keepalive.rtt is not None
+            and self._config.ping_timeout is not None
+        ):
+            # Answered in time: the next keepalive ping goes an interval from now.
+            interval = self._config.ping_interval
+            assert interval is not None
+            self._ka_ping = None
+            self._ka_due = now + interval
+            # An idle writer is to wake by then (its deadline is the pong's).
+            self._out._wake_writer()

@@ -1,0 +1,431 @@
+"""A WebSocket connection's two tasks: the reader, and the writer (which runs the keepalive).
+
+See :mod:`rue_trio.websocket._connection` for the theory of operation.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+from collections.abc import Callable
+from sys import getsizeof
+
+import trio
+from trio.lowlevel import checkpoint_if_cancelled
+
+from rue_trio.protocol import Message, Pong, State
+
+from ._core import _ConnectionCore
+
+# One write is capped at this size (unless a single frame is bigger): big enough to
+# amortize the system call, small enough not to hold megabytes in one joined copy.
+_MAX_WRITE = 1 << 20
+# A write renews its bound (ConnectionConfig.write_timeout) at least once per this many
+# bytes: the bound is on progress, not on a whole write of up to _MAX_WRITE.
+_CHUNK = 1 << 16
+_TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+# What a closed socket's calls fail with (as trio's SocketStream sees them).
+_CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
+# Whether a socket's descriptor can be written with os.write (not on Windows).
+_WRITE_FD = os.name == "posix"
+
+
+class _ConnectionTasks(_ConnectionCore):
+    """The reader and the writer of a connection, and what they share."""
+
+    __slots__ = ()
+
+    def _start(self, nursery: trio.Nursery) -> None:
+        # Constant task names: formatting one per task and connection costs time and
+        # memory; ``repr(conn)`` tells the connections apart.
+        nursery.start_soon(self._run_reader, name="rue_trio websocket reader")
+        interval = self._config.ping_interval
+        if interval is not None:
+            # The writer's wait for frames ends at the first ping (see _keepalive_tick).
+            self._ka_due = self._writer_scope.deadline = trio.current_time() + interval
+        nursery.start_soon(self._run_writer, name="rue_trio websocket writer")
+
+    async def _run_reader(self) -> None:
+        clean = False
+        with self._reader_scope:
+            try:
+                clean = await self._read_loop()
+            except trio.Cancelled:
+                # The scope was cancelled: the writer failed, or the closing handshake
+                # timed out. A client that saw both close frames and waited
+                # close_timeout for the server to close TCP is not in error (RFC 6455
+                # section 7.1.1).
+                protocol = self._protocol
+                if protocol.close_rcvd is None or protocol.close_sent is None:
+                    self._set_exc(TimeoutError("the closing handshake timed out"))
+                raise
+            except Exception as exc:
+                # A bug, not the peer's doing: background tasks never raise into the
+                # user's nursery; the failure becomes the ConnectionClosedError's cause.
+                self._set_exc(exc)
+            finally:
+                await self._teardown(clean)
+
+    async def _read_loop(self) -> bool:
+        """Read until the end of the stream; return whether it ended cleanly."""
+        protocol = self._protocol
+        stream = self._stream
+        size = self._config.read_size
+        inbound = self._inbound
+        limit = self._inbound_limit
+        byte_limit = self._config.inbound_queue_bytes
+        out = self._out
+        receiver = self._receiver
+        data: bytes | bytearray = self._trailing_data
+        self._trailing_data = b""
+        await checkpoint_if_cancelled()
+        try:
+            while True:
+                if data:
+                    self._bytes_received += len(data)
+                    protocol.buffer_data(data)
+                    # Parse (and inflate) only as far as there is room: the memory a
+                    # peer can make us hold is bounded in bytes. The price, measured on
+                    # a pipelined echo of 64-byte texts over memory streams: 6.0 us of
+                    # CPU per echoed message against 4.9 when everything read was parsed
+                    # at once (one parse per batch of ``inbound_queue`` messages; 6.6
+                    # before the byte count was taken once per message and the write
+                    # bound set lazily); the cadence of yields is unchanged.
+                    while True:
+                        count_room = limit - len(inbound)
+                        byte_room = byte_limit - self._inbound_bytes
+                        if count_room <= 0 or byte_room <= 0:
+                            if not self._closing_first:
+                                await self._wait_inbound_room()
+                                continue
+                            # We closed first and the application is not reading: parse
+                            # on (for the peer's close), dropping its late messages.
+                            count_room = byte_room = 1
+                            drop = True
+                        else:
+                            drop = False
+                        if out._bytes_full():
+                            # Our pongs are not being read: stop reading pings.
+                            await out._wait_bytes_room()
+                        events = protocol.next_events(count_room, byte_room)
+                        if not events:
+                            break
+                        for event in events:
+                            if type(event) is Message:
+                                if drop:
+                                    continue
+                                inbound.append(event)
+                                self._inbound_bytes += getsizeof(event.data)
+                                self._messages_received += 1
+                            else:
+                                if type(event) is Pong:
+                                    self._on_pong(event.data)
+                                self._pump()
+                        if receiver.task is not None:
+                            receiver.wake()
+                    self._pump()
+                    if protocol.parser_exc is not None and self._connection_exc is None:
+                        await self._fail_after_replies()
+                data = await stream.receive_some(size)
+                if not data:
+                    return True
+        except trio.ClosedResourceError as exc:
+            if self._stream_closed_by_us:
+                return True
+            self._set_exc(exc)
+            return False
+        except _TRANSPORT_ERRORS as exc:
+            self._set_exc(exc)
+            return False
+
+    async def _fail_after_replies(self) -> None:
+        """Fail for the peer's violation once the messages before it were answered.
+
+        The messages that came before the violation are delivered; the application gets
+        until it has taken them all (and yielded once more, which is when its replies are
+        queued), at most ``close_timeout``, before the close frame goes after them.
+        """
+        await checkpoint_if_cancelled()
+        protocol = self._protocol
+        parser_exc = protocol.parser_exc
+        assert parser_exc is not None
+        self._set_exc(parser_exc)
+        if self._inbound and protocol.state is State.OPEN:
+            with trio.move_on_after(self._config.close_timeout):
+                while self._inbound and not self._closing_first:
+                    await self._room_waiter.wait()
+        protocol.fail_on_violation()
+        self._pump()
+
+    async def _wait_inbound_room(self) -> None:
+        """Wait while the inbound buffer is full, accounting the time as ours."""
+        self._paused_since = since = trio.current_time()
+        try:
+            await self._room_waiter.wait()
+        finally:
+            self._paused_total += trio.current_time() - since
+            self._paused_since = None
+
+    async def _teardown(self, clean: bool) -> None:
+        """End the connection: state CLOSED, close the transport, wake everyone."""
+        try:
+            self._protocol.receive_eof()
+            # Nothing can be written any more.
+            self._protocol.data_to_send()
+            self._closing = True
+            self._reader_done = True
+            self._out._close()
+            for waiter in self._pings.values():
+                waiter.event.set()
+            self._pings.clear()
+            self._ka_due = math.inf
+            if self._stream_closed_by_us:
+                # The writer closed it after the closing handshake.
+                await checkpoint_if_cancelled()
+            elif clean:
+                self._stream_closed_by_us = True
+                # Bounded by the reader's scope (no scope of its own: they cost).
+                scope = self._reader_scope
+                scope.deadline = min(
+                    scope.deadline, trio.current_time() + self._config.close_timeout
+                )
+                await self._stream.aclose()
+            else:
+                self._stream_closed_by_us = True
+                await trio.aclose_forcefully(self._stream)
+        finally:
+            # Woken once the transport is closed, the application finds the connection
+            # over and does not have to wait a second time.
+            self._receiver.wake()
+            self._set_closed()
+
+    async def _run_writer(self) -> None:
+        while True:
+            scope = self._writer_scope
+            with scope:
+                await checkpoint_if_cancelled()
+                try:
+                    await self._write_loop()
+                except _TRANSPORT_ERRORS as exc:
+                    if not self._stream_closed_by_us:
+                        self._abort(exc)
+                except Exception as exc:
+                    # A bug; as in the reader, it must not reach the user's nursery.
+                    self._abort(exc)
+            now = trio.current_time()
+            if not scope.cancelled_caught or self._reader_done or now < scope.deadline:
+                return
+            # The deadline: the write bound, or the keepalive's next step.
+            if self._writing:
+                # Cut short, the write leaves the transport unusable: abort.
+                if now >= self._keepalive_fail_at():
+                    self._keepalive_failed()
+                else:
+                    timeout = self._config.write_timeout
+                    self._abort(TimeoutError(f"a write made no progress for {timeout} s"))
+                return
+            if now >= self._ka_due:
+                try:
+                    self._keepalive_tick(now)
+                except Exception as exc:
+                    self._abort(exc)
+                    return
+            # Otherwise the write bound left armed after the last write (see _arm_write)
+            # ran out while the writer was idle. Go on in a fresh scope.
+            self._writer_scope = trio.CancelScope(shield=True, deadline=self._ka_due)
+
+    async def _write_loop(self) -> None:
+        out = self._out
+        stream = self._stream
+        scope = self._writer_scope
+        keepalive = self._config.ping_interval is not None
+        # A plain socket is written through its own send calls, each one a step of
+        # progress that renews the write bound; any other stream by chunks.
+        sock = stream.socket if type(stream) is trio.SocketStream else None
+        # A cancellation point only: the first wait for frames is the schedule point.
+        await checkpoint_if_cancelled()
+        while True:
+            if not out:
+                if out._is_closed():
+                    return
+                if self._ka_due < scope.deadline:
+                    # Wake for the keepalive's next step (a no-op without keepalive).
+                    scope.deadline = self._ka_due
+                await out._wait_frames()
+                continue
+            if keepalive and trio.current_time() >= self._ka_due:
+                # A busy writer is never idle when the keepalive is due.
+                self._keepalive_tick(trio.current_time())
+            batch, eof = out._take(_MAX_WRITE)
+            if batch:
+                data = batch[0] if len(batch) == 1 else b"".join(batch)
+                self._writing = True
+                if sock is not None:
+                    sent = _write_now(sock, data) if _WRITE_FD else 0
+                    if sent < len(data):
+                        await _send_to_socket(sock, data, sent, self._arm_write)
+                elif len(data) <= _CHUNK:
+                    self._arm_write()
+                    await stream.send_all(data)
+                else:
+                    with memoryview(data) as view:
+                        for start in range(0, len(data), _CHUNK):
+                            self._arm_write()
+                            await stream.send_all(view[start : start + _CHUNK])
+                self._writing = False
+                self._bytes_sent += len(data)
+            if eof:
+                # Ending the transport is bounded by the reader's close timeout.
+                scope.deadline = math.inf
+                await self._end_transport()
+                return
+
+    def _arm_write(self) -> None:
+        """Set the writer's deadline for a write (or a chunk of one) that starts now.
+
+        It must not run out before ``write_timeout`` from now, unless the keepalive
+        would fail the connection first (a stuck writer cannot deliver the pong's ping);
+        it may run out a sixteenth later. The deadline is moved only when it is outside
+        that range: a busy writer sets it about once per ``write_timeout / 16`` seconds
+        instead of twice per write (setting a scope's deadline cost 0.5 us per message
+        of a pipelined echo, where a whole message costs 5), and it stays armed after
+        the write.
+        """
+        scope = self._writer_scope
+        timeout = self._config.write_timeout
+        fail = self._keepalive_fail_at()
+        now = trio.current_time()
+        deadline = scope.deadline
+        if timeout is None:
+            if deadline != fail:
+                scope.deadline = fail
+        elif deadline > fail or deadline < min(now + timeout, fail) or deadline == math.inf:
+            scope.deadline = min(now + timeout + timeout / 16, fail)
+
+    def _keepalive_fail_at(self) -> float:
+        """When the keepalive gives up if no pong comes (pauses not credited yet)."""
+        timeout = self._config.ping_timeout
+        if timeout is None:
+            return math.inf
+        if self._ka_ping is not None:
+            return self._ka_due
+        return self._ka_due + timeout
+
+    def _keepalive_tick(self, now: float) -> None:
+        """The keepalive's step, due now: send a ping, or give up on its pong.
+
+        The keepalive runs in the writer, whose deadline wakes it: no task, scope or
+        sleep of its own (4.1 KiB and 25 objects per idle connection as a task). A pong
+        that comes in time moves the next step on (see :meth:`_on_pong`).
+        """
+        config = self._config
+        interval = config.ping_interval
+        timeout = config.ping_timeout
+        assert interval is not None
+        if self._protocol.state is not State.OPEN:
+            self._ka_due = math.inf
+            return
+        waiter = self._ka_ping
+        if waiter is not None and timeout is not None:
+            # No pong yet. While our reader waited for the application to take messages,
+            # it read nothing: the pong may be in the transport's buffer. Give that time
+            # back, unless our writer is stuck on this peer (then the application waits
+            # for a peer that does not read, and the peer is the slow side).
+            paused = self._paused_time() - self._ka_paused
+            if paused <= self._ka_credited or self._writing:
+                self._keepalive_failed()
+                return
+            self._ka_due += paused - self._ka_credited
+            self._ka_credited = paused
+            return
+        # Without a ping timeout an unanswered ping is forgotten when the next one goes,
+        # so that a silent peer does not grow the table of waiters.
+        if waiter is not None and self._pings.get(self._ka_payload) is waiter:
+            del self._pings[self._ka_payload]
+        payload = self._ka_payload = self._fresh_ping_payload()
+        self._ka_ping = self._send_ping(payload)
+        if timeout is None:
+            self._ka_due = now + interval
+        else:
+            self._ka_paused = self._paused_time()
+            self._ka_credited = 0.0
+            self._ka_due = now + timeout
+
+    def _keepalive_failed(self) -> None:
+        timeout = self._config.ping_timeout
+        self._ka_due = math.inf
+        exc = TimeoutError(f"no pong within {timeout} s of a keepalive ping")
+        self._fail(1011, "keepalive ping timeout", exc)
+        if self._writing:
+            # The write was cut short: nothing more can be written.
+            self._abort(exc)
+
+    async def _end_transport(self) -> None:
+        """The core asked to close TCP: after the closing handshake, or after failing."""
+        stream = self._stream
+        protocol = self._protocol
+        if isinstance(stream, trio.abc.HalfCloseableStream) and (
+            protocol.close_rcvd is None or protocol.close_sent is None
+        ):
+            # Failing: the peer may still be sending. A half-close sends our FIN and lets
+            # the reader drain until the peer's end: closing with unread data would
+            # send a reset, and the peer could lose our close frame.
+            await stream.send_eof()
+        else:
+            # The closing handshake is complete (RFC 6455 section 7.1.1: the server closes
+            # TCP first): the peer sends nothing more, so close at once instead of
+            # waiting for its FIN; the reader then ends (its stream is closed by us).
+            self._stream_closed_by_us = True
+            await stream.aclose()
+
+
+def _socket_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
+    """The stream error for a socket call's ``exc``, as trio's ``SocketStream`` raises it."""
+    if exc.errno in _CLOSED_ERRNOS:
+        return trio.ClosedResourceError("the socket was closed")
+    return trio.BrokenResourceError(f"socket connection broken: {exc}")
+
+
+def _write_now(sock: trio.socket.SocketType, data: bytes) -> int:
+    """Write what the kernel takes of ``data`` at once, without yielding; return how much.
+
+    When it takes everything (the usual case), the writer goes back to its queue, whose
+    wait is its schedule point. Trio's ``send`` yields once more after a complete write:
+    a task step per write (ping-pong: 4.00 steps and 245 calls per round trip with it,
+    3.00 and 215 without, ``bench/profile_server.py --scenario pingpong``), and a woken
+    broadcast writer kept its await chain alive until the next pass (23 objects each).
+
+    Raises:
+        trio.ClosedResourceError: the socket was closed (by us).
+        trio.BrokenResourceError: the connection broke.
+    """
+    try:
+        return os.write(sock.fileno(), data)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        raise _socket_error(exc) from exc
+
+
+async def _send_to_socket(
+    sock: trio.socket.SocketType, data: bytes, sent: int, arm: Callable[[], None]
+) -> None:
+    """Write ``data[sent:]`` to a socket, renewing the write bound on every bit of progress.
+
+    ``SocketStream.send_all`` makes the same calls, but its progress is not visible.
+
+    Raises:
+        trio.ClosedResourceError: the socket was closed (by us).
+        trio.BrokenResourceError: the connection broke.
+    """
+    total = len(data)
+    with memoryview(data) as view:
+        while True:
+            arm()
+            try:
+                sent += await sock.send(view[sent:])
+            except OSError as exc:
+                raise _socket_error(exc) from exc
+            if sent >= total:
+                return
