@@ -168,9 +168,8 @@ class _ConnectionCore:
         self._remote_address = remote_address or _peer_address(stream)
         self._id = _new_id()
         self._out = FrameQueue(config.outbound_queue_messages, config.outbound_queue_bytes)
-        # A list, not a deque: it holds at most ``inbound_queue`` messages (16 by
-        # default), and an empty list costs 56 bytes where a deque allocates a 64-slot
-        # block: most connections are idle most of the time.
+        # A list, not a deque: an empty list costs 56 bytes where a deque allocates a
+        # 64-slot block at once, and most connections are idle most of the time.
         self._inbound: list[Message] = []
         self._inbound_limit = config.inbound_queue
         # What the messages buffered since the buffer was last empty take in memory

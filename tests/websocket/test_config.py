@@ -10,7 +10,7 @@ from rue_trio.websocket import ConnectionConfig
 def test_config_defaults() -> None:
     config = ConnectionConfig()
     assert (config.ping_interval, config.ping_timeout, config.close_timeout) == (20, 20, 10)
-    assert config.inbound_queue == 16
+    assert config.inbound_queue == 64
     assert config.outbound_queue_messages == 4096
     assert config.outbound_queue_bytes == 1024 * 1024
     assert config.read_size == 65536
