@@ -47,7 +47,14 @@ from wsproto.events import BytesMessage
 from wsproto.extensions import Extension
 from wsproto.extensions import PerMessageDeflate as WspDeflate
 
-from rue_trio.protocol import DeflateParams, Message, PerMessageDeflate, Protocol, Role, _mask
+from rue_trio.protocol import (
+    DeflateParams,
+    Message,
+    PerMessageDeflate,
+    Role,
+    WebSocketProtocol,
+    _mask,
+)
 
 SIZES = {"64 B": 64, "4 KiB": 4096, "1 MiB": 1 << 20}
 # Frames per parse blob, and distinct messages per serialize pool: large enough that one
@@ -80,10 +87,10 @@ class Impl:
 # ------------------------------------------------------------------------- rue_trio
 
 
-def ours_receiver(is_server: bool, deflate: bool) -> Protocol:
+def ours_receiver(is_server: bool, deflate: bool) -> WebSocketProtocol:
     codec = PerMessageDeflate(DeflateParams(), is_server=is_server) if deflate else None
     role = Role.SERVER if is_server else Role.CLIENT
-    return Protocol(role, max_message_size=None, deflate=codec)
+    return WebSocketProtocol(role, max_message_size=None, deflate=codec)
 
 
 def ours_parse_loop(chunks: list[bytes], is_server: bool, deflate: bool) -> Callable[[int], None]:
@@ -111,7 +118,7 @@ def ours_feed_all(chunks: list[bytes], is_server: bool, deflate: bool) -> list[b
     return out
 
 
-def ours_send_loop(p: Protocol, messages: list[bytes]) -> Callable[[int], None]:
+def ours_send_loop(p: WebSocketProtocol, messages: list[bytes]) -> Callable[[int], None]:
     send = p.send_binary
     flush = p.data_to_send
 
@@ -124,7 +131,7 @@ def ours_send_loop(p: Protocol, messages: list[bytes]) -> Callable[[int], None]:
     return run
 
 
-def ours_send_all(p: Protocol, messages: list[bytes]) -> bytes:
+def ours_send_all(p: WebSocketProtocol, messages: list[bytes]) -> bytes:
     for message in messages:
         p.send_binary(message)
     return b"".join(p.data_to_send())

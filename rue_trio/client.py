@@ -35,8 +35,8 @@ from rue_trio.protocol import (
     ClientHandshake,
     DeflateConfig,
     PerMessageDeflate,
-    Protocol,
     Role,
+    WebSocketProtocol,
     WebSocketURI,
     check_response,
     client_request,
@@ -236,7 +236,7 @@ class _Opening:
             codec = PerMessageDeflate(
                 handshake.deflate_params, is_server=False, config=self.deflate
             )
-        protocol = Protocol(Role.CLIENT, max_message_size=max_message_size, deflate=codec)
+        protocol = WebSocketProtocol(Role.CLIENT, max_message_size=max_message_size, deflate=codec)
         async with open_websocket_conn(
             stream,
             protocol,

@@ -35,10 +35,10 @@ from .protocol import (
     DeflateParams,
     MessageType,
     PerMessageDeflate,
-    Protocol,
     Role,
     ServerHandshake,
     State,
+    WebSocketProtocol,
     server_handshake,
 )
 from .server import format_address
@@ -196,7 +196,9 @@ class WebSocketHandler:
         if deflate_params is not None:
             assert self.compression is not None
             deflate = PerMessageDeflate(deflate_params, is_server=True, config=self.compression)
-        protocol = Protocol(Role.SERVER, max_message_size=self.max_message_size, deflate=deflate)
+        protocol = WebSocketProtocol(
+            Role.SERVER, max_message_size=self.max_message_size, deflate=deflate
+        )
         opened: WebSocketConn | None = None
         connected: WebSocketConn | None = None
         try:

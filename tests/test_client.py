@@ -31,8 +31,8 @@ from rue_trio.protocol import (
     DeflateConfig,
     MessageType,
     PerMessageDeflate,
-    Protocol,
     Role,
+    WebSocketProtocol,
     encode_message,
     server_handshake,
 )
@@ -355,7 +355,8 @@ async def test_client_subprotocol_not_offered_negotiation_error() -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             port = await _raw_server(
-                nursery, lambda request: _switching(request, b"Sec-WebSocket-Protocol: evil\r\n")
+                nursery,
+                lambda request: _switching(request, b"Sec-WebSocket-Protocol: evil\r\n"),
             )
             with pytest.raises(NegotiationError):
                 async with open_websocket(f"ws://127.0.0.1:{port}/", subprotocols=["chat"]):
@@ -447,7 +448,7 @@ async def _serve_echo(stream: trio.abc.Stream, subprotocols: Sequence[str] = ())
         codec = PerMessageDeflate(handshake.deflate_params, is_server=True)
     async with open_websocket_conn(
         stream,
-        Protocol(Role.SERVER, deflate=codec),
+        WebSocketProtocol(Role.SERVER, deflate=codec),
         trailing_data=http.trailing_data[0],
         subprotocol=handshake.subprotocol,
         config=NO_KEEPALIVE,

@@ -1,12 +1,12 @@
 """The sans-I/O WebSocket protocol: RFC 6455 and RFC 7692 permessage-deflate.
 
 Nothing here does I/O or imports Trio: bytes go in, events come out; calls go in, bytes
-come out. :class:`Protocol` is one side of an open connection; the handshake functions
+come out. :class:`WebSocketProtocol` is one side of an open connection; the handshake functions
 validate and build the HTTP upgrade of RFC 6455 section 4; :func:`encode_message` turns a
 message into its frame once, for broadcasting.
 """
 
-from ._connection import Protocol, Role, State, detach_traceback
+from ._connection import Role, State, WebSocketProtocol, detach_traceback
 from ._deflate import (
     DeflateConfig,
     DeflateParams,
@@ -43,6 +43,12 @@ from ._handshake import (
 )
 from ._mask import HAS_SPEEDUPS, apply_mask, unmask_at
 
+Protocol = WebSocketProtocol
+"""The former name of :class:`WebSocketProtocol`, kept so that code written against it runs.
+
+The new name no longer reads like :class:`typing.Protocol` in modules that use both.
+"""
+
 __all__ = [
     "HAS_SPEEDUPS",
     "ClientHandshake",
@@ -57,6 +63,7 @@ __all__ = [
     "Ping",
     "Pong",
     "Protocol",
+    "WebSocketProtocol",
     "Role",
     "ServerHandshake",
     "State",

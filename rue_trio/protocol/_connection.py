@@ -2,10 +2,11 @@
 
 Theory of operation
 -------------------
-A :class:`Protocol` is one side of one connection after the opening handshake. It does no
-I/O: the caller feeds it the bytes that arrived (:meth:`Protocol.receive_data`,
-:meth:`Protocol.receive_eof`), collects what happened (:meth:`Protocol.events_received`) and
-writes out what it produced (:meth:`Protocol.data_to_send`).
+A :class:`WebSocketProtocol` is one side of one connection after the opening handshake.
+It does no I/O: the caller feeds it the bytes that arrived
+(:meth:`WebSocketProtocol.receive_data`, :meth:`WebSocketProtocol.receive_eof`), collects
+what happened (:meth:`WebSocketProtocol.events_received`) and writes out what it produced
+(:meth:`WebSocketProtocol.data_to_send`).
 
 Receiving. ``receive_data`` appends to one buffer and parses everything it holds;
 ``buffer_data`` only appends, and ``next_event`` parses on demand, one event per call, so
@@ -26,11 +27,11 @@ Answering. The core answers for itself what the RFC makes automatic: every ping 
 pong (section 5.5.2), a close frame gets its echo (section 5.5.1), and a violation fails the
 connection (section 7.1.7): a close frame with the RFC's code is queued, then the "close the
 transport" marker, ``b""``, and later input is ignored. The violation itself is kept in
-:attr:`Protocol.parser_exc` (without its traceback, which would make a reference cycle) and
-becomes the ``__cause__`` of :attr:`Protocol.close_exc`. ``receive_data`` fails at once;
-``next_event`` stops parsing and leaves the failure to :meth:`Protocol.fail_on_violation`,
-so that the events before the violation can be answered first. Neither raises for anything
-the peer sends.
+:attr:`WebSocketProtocol.parser_exc` (without its traceback, which would make a reference
+cycle) and becomes the ``__cause__`` of :attr:`WebSocketProtocol.close_exc`.
+``receive_data`` fails at once; ``next_event`` stops parsing and leaves the failure to
+:meth:`WebSocketProtocol.fail_on_violation`, so that the events before the violation can
+be answered first. Neither raises for anything the peer sends.
 
 Closing. ``OPEN`` lasts until a close frame is sent or received, then ``CLOSING``. When the
 closing handshake completes the server asks to close TCP at once; the client waits for the
@@ -38,7 +39,7 @@ server to do so (section 7.1.1). ``receive_eof`` makes the state ``CLOSED``; wit
 completed handshake that is an abnormal closure, 1006 (section 7.1.5).
 
 Sending. ``send_*`` serialize frames into the outgoing list; a client masks with a fresh
-key from the operating system's CSPRNG (section 10.3). :meth:`Protocol.encode` returns one
+key from the operating system's CSPRNG (section 10.3). :meth:`WebSocketProtocol.encode` returns one
 message's bytes without queueing them, for an I/O layer that keeps its own bounded queue.
 """
 
@@ -74,7 +75,7 @@ from ._frames import (
 )
 from ._mask import apply_mask, unmask_at
 
-__all__ = ["Protocol", "Role", "State", "detach_traceback"]
+__all__ = ["WebSocketProtocol", "Role", "State", "detach_traceback"]
 
 _E = TypeVar("_E", bound=BaseException)
 
@@ -96,7 +97,7 @@ def detach_traceback(exc: _E) -> _E:
 
 
 class Role(enum.Enum):
-    """Which end of the connection a :class:`Protocol` is."""
+    """Which end of the connection a :class:`WebSocketProtocol` is."""
 
     SERVER = "server"
     CLIENT = "client"
@@ -130,7 +131,7 @@ _WIDE = re.compile(rb"[\xc4-\xef]")
 _CONTINUATION_BYTES = [bytes((b,)) for b in range(0x80, 0xC0)]
 
 
-class Protocol:
+class WebSocketProtocol:
     """One side of a WebSocket connection, as a sans-I/O state machine.
 
     Args:

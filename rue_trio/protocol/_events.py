@@ -74,4 +74,4 @@ class CloseReceived:
 
 
 Event = Message | Ping | Pong | CloseReceived
-"""Any event returned by :meth:`Protocol.events_received`."""
+"""Any event returned by :meth:`WebSocketProtocol.events_received`."""

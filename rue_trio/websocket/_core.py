@@ -11,8 +11,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, NoReturn
-from typing import Protocol as TypingProtocol
+from typing import Any, NoReturn, Protocol
 
 import trio
 from trio.lowlevel import checkpoint_if_cancelled
@@ -20,8 +19,8 @@ from trio.lowlevel import checkpoint_if_cancelled
 from rue_trio.exceptions import ConnectionClosed
 from rue_trio.protocol import (
     Message,
-    Protocol,
     State,
+    WebSocketProtocol,
     detach_traceback,
 )
 
@@ -50,7 +49,7 @@ def _new_id() -> str:
     return _id_pool.pop()
 
 
-class HandshakeRequest(TypingProtocol):
+class HandshakeRequest(Protocol):
     """What a connection keeps of the HTTP request that opened it (server side).
 
     The HTTP layer's ``Request`` satisfies this protocol; the connection never looks
@@ -151,7 +150,7 @@ class _ConnectionCore:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        protocol: Protocol,
+        protocol: WebSocketProtocol,
         *,
         trailing_data: bytes = b"",
         request: HandshakeRequest | None = None,

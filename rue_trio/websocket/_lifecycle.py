@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from rue_trio.protocol import Protocol
+from rue_trio.protocol import WebSocketProtocol
 
 from ._config import ConnectionConfig
 from ._connection import WebSocketConn
@@ -19,7 +19,7 @@ __all__ = ["open_websocket_conn"]
 @asynccontextmanager
 async def open_websocket_conn(
     stream: trio.abc.Stream,
-    protocol: Protocol,
+    protocol: WebSocketProtocol,
     *,
     trailing_data: bytes = b"",
     request: HandshakeRequest | None = None,

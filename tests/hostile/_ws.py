@@ -16,7 +16,13 @@ from contextlib import asynccontextmanager
 import trio
 import trio.testing
 
-from rue_trio.protocol import DeflateConfig, DeflateParams, PerMessageDeflate, Protocol, Role
+from rue_trio.protocol import (
+    DeflateConfig,
+    DeflateParams,
+    PerMessageDeflate,
+    Role,
+    WebSocketProtocol,
+)
 from rue_trio.websocket import ConnectionConfig, WebSocketConn, open_websocket_conn
 
 _MASK = b"\x00\x00\x00\x00"
@@ -42,12 +48,12 @@ def client_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv1: bool = 
     return header + _MASK + payload
 
 
-def server_protocol(*, deflate: bool = False) -> Protocol:
+def server_protocol(*, deflate: bool = False) -> WebSocketProtocol:
     """A server core; with ``deflate``, it inflates what it receives but sends plain frames
     (the worst case for memory: replies take their full size in the outbound queue)."""
     config = DeflateConfig(min_size=1 << 30)
     codec = PerMessageDeflate(DeflateParams(), is_server=True, config=config) if deflate else None
-    return Protocol(Role.SERVER, deflate=codec)
+    return WebSocketProtocol(Role.SERVER, deflate=codec)
 
 
 async def flood(stream: trio.abc.Stream, chunk: bytes, times: int | None = None) -> None:

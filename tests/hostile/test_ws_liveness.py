@@ -10,7 +10,7 @@ import trio.testing
 from trio.testing import MockClock
 
 from rue_trio.exceptions import ConnectionClosed
-from rue_trio.protocol import Protocol, Role
+from rue_trio.protocol import Role, WebSocketProtocol
 from rue_trio.websocket import ConnectionConfig, WebSocketConn, open_websocket_conn
 
 from ._ws import client_frame, flood
@@ -34,7 +34,7 @@ async def _seconds_until_flooder_closed(config: ConnectionConfig) -> float | Non
         async with trio.open_nursery() as nursery:
             nursery.start_soon(flood, attacker, client_frame(2, b"x" * 1024) * 16)
             async with open_websocket_conn(
-                server_stream, Protocol(Role.SERVER), config=config
+                server_stream, WebSocketProtocol(Role.SERVER), config=config
             ) as conn:
                 await _echo(conn)
             closed_at = trio.current_time()
@@ -100,7 +100,7 @@ async def test_server_slow_reading_peer_kept_while_a_write_progresses(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read_all)
             async with open_websocket_conn(
-                server_stream, Protocol(Role.SERVER), config=config
+                server_stream, WebSocketProtocol(Role.SERVER), config=config
             ) as conn:
                 await conn.send_bytes(message)
                 await done.wait()

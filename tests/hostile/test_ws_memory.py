@@ -17,7 +17,7 @@ import trio.testing
 from trio.testing import MockClock
 
 from rue_trio.exceptions import ConnectionClosed, ConnectionClosedError
-from rue_trio.protocol import Protocol, Role
+from rue_trio.protocol import Role, WebSocketProtocol
 from rue_trio.websocket import WebSocketConn, open_websocket_conn
 
 from ._ws import bomb_payload, client_frame, flood, held_per_connection
@@ -74,7 +74,7 @@ async def test_server_empty_fragments_fail_1009_quickly(autojump_clock: MockCloc
     server_stream, client_stream = trio.testing.memory_stream_pair()
     fed = 0
     with trio.fail_after(60):
-        async with open_websocket_conn(server_stream, Protocol(Role.SERVER)) as conn:
+        async with open_websocket_conn(server_stream, WebSocketProtocol(Role.SERVER)) as conn:
             await client_stream.send_all(client_frame(1, b"x", fin=False))
             empty = client_frame(0, b"", fin=False) * 1000
             while conn.state.name == "OPEN" and fed < 10 * MiB:
@@ -108,10 +108,12 @@ async def test_server_closed_connections_leave_no_cycles(autojump_clock: MockClo
 
     async def one(ending: int) -> None:
         server_stream, client_stream = trio.testing.memory_stream_pair()
-        async with open_websocket_conn(server_stream, Protocol(Role.SERVER)) as server:
+        async with open_websocket_conn(server_stream, WebSocketProtocol(Role.SERVER)) as server:
             if ending == 0:
                 # A normal exchange and closing handshake.
-                async with open_websocket_conn(client_stream, Protocol(Role.CLIENT)) as client:
+                async with open_websocket_conn(
+                    client_stream, WebSocketProtocol(Role.CLIENT)
+                ) as client:
                     await client.send_text("hello")
                     assert (await server.receive()).data == "hello"
                     await server.send_text("bye")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from rue_trio.protocol import Event, Protocol, Role
+from rue_trio.protocol import Event, Role, WebSocketProtocol
 
 MASK = b"\x37\xfa\x21\x3d"
 
@@ -39,21 +39,21 @@ def raw_frame(
     return header + mask + masked
 
 
-def server_receives(data: bytes, **kwargs: object) -> tuple[Protocol, list[Event]]:
+def server_receives(data: bytes, **kwargs: object) -> tuple[WebSocketProtocol, list[Event]]:
     """Feed client bytes to a fresh server protocol; return it and its events."""
-    server = Protocol(Role.SERVER, **kwargs)  # type: ignore[arg-type]
+    server = WebSocketProtocol(Role.SERVER, **kwargs)  # type: ignore[arg-type]
     server.receive_data(data)
     return server, server.events_received()
 
 
-def client_receives(data: bytes, **kwargs: object) -> tuple[Protocol, list[Event]]:
+def client_receives(data: bytes, **kwargs: object) -> tuple[WebSocketProtocol, list[Event]]:
     """Feed server bytes to a fresh client protocol; return it and its events."""
-    client = Protocol(Role.CLIENT, **kwargs)  # type: ignore[arg-type]
+    client = WebSocketProtocol(Role.CLIENT, **kwargs)  # type: ignore[arg-type]
     client.receive_data(data)
     return client, client.events_received()
 
 
-def transfer(src: Protocol, dst: Protocol) -> list[Event]:
+def transfer(src: WebSocketProtocol, dst: WebSocketProtocol) -> list[Event]:
     """Move everything ``src`` wants to send into ``dst``; return ``dst``'s events."""
     for chunk in src.data_to_send():
         if chunk:

@@ -1,4 +1,4 @@
-"""The size limit of a compressed message split over frames, at the Protocol level.
+"""The size limit of a compressed message split over frames, at the WebSocketProtocol level.
 
 RFC 6455 section 10.4 and RFC 7692 section 8.1: ``max_message_size`` counts the inflated
 size of the whole message, so every fragment is decompressed under what the earlier
@@ -21,8 +21,8 @@ from rue_trio.protocol import (
     Message,
     MessageType,
     PerMessageDeflate,
-    Protocol,
     Role,
+    WebSocketProtocol,
 )
 
 from ._util import MASK, raw_frame
@@ -41,12 +41,12 @@ def compressed_fragments(parts: list[bytes]) -> list[bytes]:
     return payloads
 
 
-def receiver(role: Role) -> Protocol:
+def receiver(role: Role) -> WebSocketProtocol:
     """A ``role`` protocol with permessage-deflate and a 1,000-byte limit."""
     deflate = PerMessageDeflate(
         DeflateParams(), is_server=role is Role.SERVER, config=DeflateConfig(min_size=0)
     )
-    return Protocol(role, deflate=deflate, max_message_size=LIMIT)
+    return WebSocketProtocol(role, deflate=deflate, max_message_size=LIMIT)
 
 
 def wire(role: Role, payloads: list[bytes], opcode: int) -> bytes:

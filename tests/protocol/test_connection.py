@@ -21,9 +21,9 @@ from rue_trio.protocol import (
     PerMessageDeflate,
     Ping,
     Pong,
-    Protocol,
     Role,
     State,
+    WebSocketProtocol,
 )
 
 from ._util import MASK, client_receives, raw_frame, server_receives, transfer
@@ -33,7 +33,7 @@ def close_payload(code: int, reason: bytes = b"") -> bytes:
     return code.to_bytes(2, "big") + reason
 
 
-def assert_failed(proto: Protocol, code: int, exc_type: type[ProtocolError]) -> None:
+def assert_failed(proto: WebSocketProtocol, code: int, exc_type: type[ProtocolError]) -> None:
     """The connection was failed with ``code``: a close frame, then the end of TCP."""
     assert isinstance(proto.parser_exc, exc_type)
     assert proto.parser_exc.close_code == code
@@ -104,14 +104,14 @@ def test_client_receive_masked_frame_fails_1002() -> None:
 
 def test_client_send_masks_with_fresh_keys() -> None:
     """5.3: every client frame is masked, each with a new key from the CSPRNG."""
-    client = Protocol(Role.CLIENT)
+    client = WebSocketProtocol(Role.CLIENT)
     for _ in range(1100):  # past one pool of keys
         client.send_binary(b"abcd")
     frames = client.data_to_send()
     assert all(f[1] & 0x80 for f in frames)
     keys = {f[2:6] for f in frames}
     assert len(keys) > 1000
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     for f in frames:
         server.receive_data(f)
     assert server.events_received() == [Message(MessageType.BINARY, b"abcd")] * 1100
@@ -119,7 +119,7 @@ def test_client_send_masks_with_fresh_keys() -> None:
 
 def test_server_send_never_masks() -> None:
     """5.1: a server MUST NOT mask."""
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     server.send_text("hello")
     assert server.data_to_send() == [b"\x81\x05hello"]
 
@@ -173,7 +173,7 @@ def test_server_receive_new_binary_inside_fragmented_fails_1002() -> None:
 
 def test_server_receive_rsv1_on_continuation_fails_1002() -> None:
     """RFC 7692 section 6.1: RSV1 is set only on the first frame of a message."""
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     server.receive_data(raw_frame(0x2, b"a", fin=False))
     server.receive_data(raw_frame(0x0, b"b", rsv=4))
     assert_failed(server, 1002, ProtocolError)
@@ -181,7 +181,7 @@ def test_server_receive_rsv1_on_continuation_fails_1002() -> None:
 
 def test_client_send_fragmented_message_roundtrip() -> None:
     """5.4: a message sent in fragments arrives whole."""
-    client, server = Protocol(Role.CLIENT), Protocol(Role.SERVER)
+    client, server = WebSocketProtocol(Role.CLIENT), WebSocketProtocol(Role.SERVER)
     client.send_text("he", fin=False)
     client.send_ping(b"!")
     client.send_continuation(b"ll", fin=False)
@@ -192,12 +192,12 @@ def test_client_send_fragmented_message_roundtrip() -> None:
 def test_client_send_continuation_without_message_raises() -> None:
     """5.4: the sender cannot continue nothing."""
     with pytest.raises(ValueError, match="no fragmented message"):
-        Protocol(Role.CLIENT).send_continuation(b"x", fin=True)
+        WebSocketProtocol(Role.CLIENT).send_continuation(b"x", fin=True)
 
 
 def test_client_send_new_message_inside_fragmented_raises() -> None:
     """5.4: the sender cannot start a message before finishing the last one."""
-    client = Protocol(Role.CLIENT)
+    client = WebSocketProtocol(Role.CLIENT)
     client.send_binary(b"a", fin=False)
     with pytest.raises(ValueError, match="being sent"):
         client.send_binary(b"b")
@@ -244,12 +244,12 @@ def test_server_receive_unsolicited_pong_is_reported_only() -> None:
 def test_server_send_control_over_125_bytes_raises(method: str) -> None:
     """5.5: the sender keeps control payloads within 125 bytes."""
     with pytest.raises(ValueError, match="125"):
-        getattr(Protocol(Role.SERVER), method)(b"x" * 126)
+        getattr(WebSocketProtocol(Role.SERVER), method)(b"x" * 126)
 
 
 def test_server_send_ping_and_pong() -> None:
     """5.5.2 and 5.5.3: pings and unsolicited pongs go out as control frames."""
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     server.send_ping(b"1")
     server.send_pong(b"2")
     assert server.data_to_send() == [b"\x89\x011", b"\x8a\x012"]
@@ -269,7 +269,7 @@ def test_server_receive_invalid_utf8_text_fails_1007() -> None:
 
 def test_server_receive_invalid_utf8_fails_at_first_bad_fragment() -> None:
     """8.1: fail fast, at the frame where the invalid sequence becomes certain."""
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     server.receive_data(raw_frame(0x1, "κόσμε".encode(), fin=False))
     assert server.parser_exc is None
     server.receive_data(raw_frame(0x0, b"\xf4\x90\x80\x80", fin=False))
@@ -297,7 +297,7 @@ def test_server_receive_truncated_utf8_at_message_end_fails_1007() -> None:
 
 def test_server_receive_message_over_limit_fails_1009_before_payload() -> None:
     """10.4: an oversized frame is refused from its header, before its payload arrives."""
-    server = Protocol(Role.SERVER, max_message_size=1000)
+    server = WebSocketProtocol(Role.SERVER, max_message_size=1000)
     header = raw_frame(0x2, b"x" * 1001)[:8]
     server.receive_data(header)
     assert_failed(server, 1009, MessageTooBigError)
@@ -305,7 +305,7 @@ def test_server_receive_message_over_limit_fails_1009_before_payload() -> None:
 
 def test_server_receive_fragmented_message_over_limit_fails_1009() -> None:
     """10.4: the limit counts the whole message, across its fragments."""
-    server = Protocol(Role.SERVER, max_message_size=10)
+    server = WebSocketProtocol(Role.SERVER, max_message_size=10)
     server.receive_data(raw_frame(0x2, b"x" * 6, fin=False))
     assert server.parser_exc is None
     server.receive_data(raw_frame(0x0, b"x" * 5)[:2])
@@ -334,7 +334,7 @@ def test_server_receive_without_limit_accepts_large() -> None:
 def test_server_receive_large_frame_in_small_chunks() -> None:
     """A frame split over many reads is assembled once it is whole."""
     frame = raw_frame(0x2, bytes(range(256)) * 400)
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     for i in range(0, len(frame), 1000):
         assert server.events_received() == []
         server.receive_data(frame[i : i + 1000])
@@ -364,7 +364,7 @@ def test_server_receive_close_echoes_and_closes_tcp() -> None:
 
 def test_client_close_handshake_client_initiated() -> None:
     """7.1.2: the client starts, the server echoes and closes TCP, the client sees EOF."""
-    client, server = Protocol(Role.CLIENT), Protocol(Role.SERVER)
+    client, server = WebSocketProtocol(Role.CLIENT), WebSocketProtocol(Role.SERVER)
     client.send_close(1001, "going")
     assert client.state is State.CLOSING
     assert transfer(client, server) == [CloseReceived(1001, "going")]
@@ -381,7 +381,7 @@ def test_client_close_handshake_client_initiated() -> None:
 
 def test_server_close_handshake_server_initiated() -> None:
     """7.1.2: after the client's echo the server closes TCP."""
-    client, server = Protocol(Role.CLIENT), Protocol(Role.SERVER)
+    client, server = WebSocketProtocol(Role.CLIENT), WebSocketProtocol(Role.SERVER)
     server.send_close(4000, "custom")
     assert transfer(server, client) == [CloseReceived(4000, "custom")]
     (echo,) = client.data_to_send()
@@ -438,7 +438,7 @@ def test_server_receive_data_after_close_is_ignored() -> None:
 
 def test_server_receive_ping_after_sending_close_is_not_answered() -> None:
     """5.5.1: after sending a close frame, no more frames are sent."""
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     server.send_close()
     server.data_to_send()
     server.receive_data(raw_frame(0x9, b"p"))
@@ -448,7 +448,7 @@ def test_server_receive_ping_after_sending_close_is_not_answered() -> None:
 
 def test_server_send_after_close_raises_connection_closed() -> None:
     """5.5.1: the application MUST NOT send data frames after a close frame."""
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     server.send_close(1000)
     with pytest.raises(ConnectionClosedError):  # no answer yet: not a clean close
         server.send_text("late")
@@ -467,7 +467,7 @@ def test_server_send_after_close_received_raises() -> None:
 
 def test_server_receive_eof_without_close_is_abnormal() -> None:
     """7.1.5: no close frame before the end of TCP means 1006."""
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     server.receive_eof()
     assert server.state is State.CLOSED
     exc = server.close_exc
@@ -482,7 +482,7 @@ def test_server_receive_eof_without_close_is_abnormal() -> None:
 
 def test_server_fail_sends_close_and_eof_once() -> None:
     """7.1.7: failing sends a close frame with the code, then closes TCP."""
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     server.fail(1011, "internal")
     assert server.data_to_send() == [b"\x88\x0a\x03\xf3internal", b""]
     server.fail(1011)
@@ -495,7 +495,7 @@ def test_server_fail_sends_close_and_eof_once() -> None:
 
 def test_server_fail_after_eof_sends_no_close() -> None:
     """7.1.7: with TCP gone there is no close frame to send."""
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     server.receive_eof()
     server.fail(1011)
     assert server.data_to_send() == [b""]
@@ -504,7 +504,7 @@ def test_server_fail_after_eof_sends_no_close() -> None:
 
 def test_server_send_close_validates_code_and_reason() -> None:
     """7.4: only sendable codes; code and reason fit in 125 bytes."""
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     with pytest.raises(ValueError, match="may not be sent"):
         server.send_close(1006)
     with pytest.raises(ValueError, match="too long"):
@@ -527,7 +527,7 @@ def test_close_exc_describes_received_only() -> None:
 
 def test_server_encode_returns_bytes_without_queueing() -> None:
     """encode() builds one message's frame for an I/O layer with its own queue."""
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     assert server.encode(MessageType.TEXT, "hé") == b"\x81\x03h\xc3\xa9"
     assert server.encode(MessageType.BINARY, b"\x00") == b"\x82\x01\x00"
     assert server.data_to_send() == []
@@ -537,7 +537,7 @@ def test_server_encode_returns_bytes_without_queueing() -> None:
 
 def test_server_send_text_accepts_utf8_bytes() -> None:
     """send_text takes already-encoded UTF-8 as is."""
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     server.send_text("é".encode())
     assert server.data_to_send() == [b"\x81\x02\xc3\xa9"]
 
@@ -558,7 +558,7 @@ def test_message_json_parses_data() -> None:
 def test_server_receive_frame_byte_by_byte(size: int) -> None:
     """5.2: a header split anywhere, in every length form, still parses."""
     frame = raw_frame(0x2, b"z" * size)
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     for i in range(min(len(frame), 20)):
         server.receive_data(frame[i : i + 1])
     server.receive_data(frame[20:])
@@ -568,16 +568,18 @@ def test_server_receive_frame_byte_by_byte(size: int) -> None:
 # ------------------------------------------------------- RFC 7692 section 6: compression
 
 
-def deflate_pair(max_message_size: int | None = 1 << 20) -> tuple[Protocol, Protocol]:
+def deflate_pair(
+    max_message_size: int | None = 1 << 20,
+) -> tuple[WebSocketProtocol, WebSocketProtocol]:
     """A client and a server that negotiated permessage-deflate with default parameters."""
     cfg = DeflateConfig(min_size=0)
     return (
-        Protocol(
+        WebSocketProtocol(
             Role.CLIENT,
             deflate=PerMessageDeflate(DeflateParams(), is_server=False, config=cfg),
             max_message_size=max_message_size,
         ),
-        Protocol(
+        WebSocketProtocol(
             Role.SERVER,
             deflate=PerMessageDeflate(DeflateParams(), is_server=True, config=cfg),
             max_message_size=max_message_size,
@@ -657,6 +659,6 @@ def test_server_receive_ping_then_close_keeps_pong_before_echo() -> None:
 @pytest.mark.parametrize("opcode", [3, 7])
 def test_server_receive_reserved_data_opcode_fails_from_header(opcode: int) -> None:
     """5.2: a reserved opcode is refused from the header, before its payload is buffered."""
-    server = Protocol(Role.SERVER, max_message_size=None)
+    server = WebSocketProtocol(Role.SERVER, max_message_size=None)
     server.receive_data(raw_frame(opcode, b"x" * 100_000)[:14])
     assert_failed(server, 1002, ProtocolError)

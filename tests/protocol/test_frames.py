@@ -9,8 +9,8 @@ from rue_trio.protocol import (
     Message,
     MessageType,
     Opcode,
-    Protocol,
     Role,
+    WebSocketProtocol,
     encode_close_payload,
     encode_frame,
     encode_message,
@@ -39,7 +39,7 @@ def test_encode_message_is_a_server_frame_the_client_parses(size: int) -> None:
     """encode_message builds one unmasked final frame per message, for broadcasting."""
     text = "é" * (size // 2) + "x" * (size % 2)
     binary = b"\x01" * size
-    client = Protocol(Role.CLIENT, max_message_size=None)
+    client = WebSocketProtocol(Role.CLIENT, max_message_size=None)
     client.receive_data(encode_message(MessageType.TEXT, text))
     client.receive_data(encode_message(MessageType.BINARY, binary))
     client.receive_data(encode_message(MessageType.TEXT, text.encode()))

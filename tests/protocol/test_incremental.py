@@ -14,9 +14,9 @@ from rue_trio.protocol import (
     MessageType,
     PerMessageDeflate,
     Ping,
-    Protocol,
     Role,
     State,
+    WebSocketProtocol,
 )
 
 from ._util import raw_frame, server_receives
@@ -25,7 +25,7 @@ TEXT = MessageType.TEXT
 BINARY = MessageType.BINARY
 
 
-def _feed_in_chunks(proto: Protocol, data: bytes, size: int) -> list[object]:
+def _feed_in_chunks(proto: WebSocketProtocol, data: bytes, size: int) -> list[object]:
     events: list[object] = []
     for i in range(0, len(data), size):
         proto.buffer_data(data[i : i + size])
@@ -35,7 +35,7 @@ def _feed_in_chunks(proto: Protocol, data: bytes, size: int) -> list[object]:
 
 
 def test_server_next_event_parses_one_event_per_call() -> None:
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     server.buffer_data(raw_frame(1, b"a") + raw_frame(9, b"p") + raw_frame(2, b"b"))
     assert server.next_event() == Message(TEXT, "a")
     # Nothing past the first event was parsed: no pong yet.
@@ -48,7 +48,7 @@ def test_server_next_event_parses_one_event_per_call() -> None:
 
 def test_server_next_event_defers_the_failure_of_a_violation() -> None:
     """A message then a reserved opcode: the message comes out, the failure waits."""
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     server.buffer_data(raw_frame(1, b"question") + raw_frame(3, b""))
     assert server.next_event() == Message(TEXT, "question")
     assert server.next_event() is None
@@ -67,7 +67,7 @@ def test_server_next_event_defers_the_failure_of_a_violation() -> None:
 
 
 def test_server_fail_on_violation_without_violation_does_nothing() -> None:
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     server.fail_on_violation()
     assert server.data_to_send() == []
     assert server.state is State.OPEN
@@ -76,20 +76,20 @@ def test_server_fail_on_violation_without_violation_does_nothing() -> None:
 @pytest.mark.parametrize("size", [1, 3, 7, 1000])
 def test_server_masked_frame_in_pieces_is_unmasked_across_reads(size: int) -> None:
     payload = bytes(range(256)) * 20
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     events = _feed_in_chunks(server, raw_frame(2, payload) + raw_frame(1, b"end"), size)
     assert events == [Message(BINARY, payload), Message(TEXT, "end")]
 
 
 def test_client_unmasked_frame_in_pieces() -> None:
-    client = Protocol(Role.CLIENT)
+    client = WebSocketProtocol(Role.CLIENT)
     payload = b"x" * 5000
     events = _feed_in_chunks(client, raw_frame(2, payload, mask=None), 999)
     assert events == [Message(BINARY, payload)]
 
 
 def test_server_buffers_at_most_one_read_of_a_large_frame() -> None:
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     frame = raw_frame(2, b"y" * 300_000)
     events = []
     for i in range(0, len(frame), 65536):
@@ -102,7 +102,7 @@ def test_server_buffers_at_most_one_read_of_a_large_frame() -> None:
 
 def test_server_slow_text_frame_invalid_utf8_fails_before_its_end() -> None:
     """8.1: a single text frame arriving slowly fails at the invalid byte."""
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     frame = raw_frame(1, b"a" * 100 + b"\xff" + b"a" * 10_000)
     server.buffer_data(frame[:200])
     assert server.next_event() is None
@@ -113,13 +113,13 @@ def test_server_slow_fragmented_text_message_is_decoded_whole() -> None:
     text = "é€😀" * 1000
     data = text.encode()
     frames = raw_frame(1, data[:1001], fin=False) + raw_frame(0, data[1001:])
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     assert _feed_in_chunks(server, frames, 500) == [Message(TEXT, text)]
 
 
 def test_server_slow_compressed_frame_is_inflated_as_it_arrives() -> None:
     params = DeflateParams()
-    server = Protocol(Role.SERVER, deflate=PerMessageDeflate(params, is_server=True))
+    server = WebSocketProtocol(Role.SERVER, deflate=PerMessageDeflate(params, is_server=True))
     compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
     data = b"hello " * 10_000
     payload = (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
@@ -129,7 +129,7 @@ def test_server_slow_compressed_frame_is_inflated_as_it_arrives() -> None:
 
 def test_server_empty_continuations_reach_the_limit() -> None:
     """Each continuation costs 64 bytes: endless empty fragments fail with 1009."""
-    server = Protocol(Role.SERVER, max_message_size=64 * 100)
+    server = WebSocketProtocol(Role.SERVER, max_message_size=64 * 100)
     server.receive_data(raw_frame(2, b"x", fin=False) + raw_frame(0, b"", fin=False) * 99)
     assert server.state is State.OPEN
     server.receive_data(raw_frame(0, b"", fin=False))
@@ -137,14 +137,14 @@ def test_server_empty_continuations_reach_the_limit() -> None:
 
 
 def test_server_continuation_header_in_pieces_is_charged_once() -> None:
-    server = Protocol(Role.SERVER, max_message_size=64 * 2 + 2)
+    server = WebSocketProtocol(Role.SERVER, max_message_size=64 * 2 + 2)
     frames = raw_frame(2, b"x", fin=False) + raw_frame(0, b"", fin=False) + raw_frame(0, b"y")
     assert _feed_in_chunks(server, frames, 1) == [Message(BINARY, b"xy")]
 
 
 def test_server_compressed_empty_continuations_reach_the_limit() -> None:
     params = DeflateParams()
-    server = Protocol(
+    server = WebSocketProtocol(
         Role.SERVER, max_message_size=640, deflate=PerMessageDeflate(params, is_server=True)
     )
     server.receive_data(raw_frame(2, b"", fin=False, rsv=4) + raw_frame(0, b"", fin=False) * 11)
@@ -152,13 +152,13 @@ def test_server_compressed_empty_continuations_reach_the_limit() -> None:
 
 
 def test_server_control_frame_in_pieces_waits_for_its_end() -> None:
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     events = _feed_in_chunks(server, raw_frame(9, b"ping payload"), 3)
     assert events == [Ping(b"ping payload")]
 
 
 def test_server_close_frame_stops_lazy_parsing() -> None:
-    server = Protocol(Role.SERVER)
+    server = WebSocketProtocol(Role.SERVER)
     server.buffer_data(raw_frame(8, b"\x03\xe8") + raw_frame(1, b"late"))
     assert server.next_event() == CloseReceived(1000, "")
     assert server.next_event() is None

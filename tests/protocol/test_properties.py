@@ -15,8 +15,8 @@ from rue_trio.protocol import (
     MessageType,
     PerMessageDeflate,
     Ping,
-    Protocol,
     Role,
+    WebSocketProtocol,
 )
 
 texts = st.text(max_size=300)
@@ -40,27 +40,29 @@ deflate_params = st.one_of(
 )
 
 
-def pair(client_sends: bool, params: DeflateParams | None) -> tuple[Protocol, Protocol]:
+def pair(
+    client_sends: bool, params: DeflateParams | None
+) -> tuple[WebSocketProtocol, WebSocketProtocol]:
     """A sender and a receiver with matching roles and codecs."""
     config = DeflateConfig(min_size=0)
     sender_role, receiver_role = (
         (Role.CLIENT, Role.SERVER) if client_sends else (Role.SERVER, Role.CLIENT)
     )
     if params is None:
-        return Protocol(sender_role), Protocol(receiver_role)
+        return WebSocketProtocol(sender_role), WebSocketProtocol(receiver_role)
     return (
-        Protocol(
+        WebSocketProtocol(
             sender_role,
             deflate=PerMessageDeflate(params, is_server=not client_sends, config=config),
         ),
-        Protocol(
+        WebSocketProtocol(
             receiver_role,
             deflate=PerMessageDeflate(params, is_server=client_sends, config=config),
         ),
     )
 
 
-def send_fragmented(sender: Protocol, msg: Message, cuts: list[int]) -> None:
+def send_fragmented(sender: WebSocketProtocol, msg: Message, cuts: list[int]) -> None:
     """Send ``msg`` split at the given offsets (of its encoded bytes)."""
     data = msg.data.encode() if isinstance(msg.data, str) else msg.data
     points = sorted({c % (len(data) + 1) for c in cuts})
@@ -74,7 +76,7 @@ def send_fragmented(sender: Protocol, msg: Message, cuts: list[int]) -> None:
         sender.send_continuation(piece, fin=i == len(rest) - 1)
 
 
-def wire(sender: Protocol) -> bytes:
+def wire(sender: WebSocketProtocol) -> bytes:
     chunks = sender.data_to_send()
     assert b"" not in chunks
     return b"".join(chunks)
@@ -158,8 +160,8 @@ def test_arbitrary_bytes_yield_events_or_a_protocol_error(
 ) -> None:
     """Garbage never raises: it gives events, or fails the connection with a ProtocolError."""
     codec = PerMessageDeflate(DeflateParams(), is_server=role is Role.SERVER) if deflate else None
-    proto = Protocol(role, max_message_size=200, deflate=codec)
-    lazy = Protocol(
+    proto = WebSocketProtocol(role, max_message_size=200, deflate=codec)
+    lazy = WebSocketProtocol(
         role,
         max_message_size=200,
         deflate=codec and PerMessageDeflate(DeflateParams(), is_server=role is Role.SERVER),

@@ -14,8 +14,8 @@ from rue_trio.protocol import (
     DeflateParams,
     Event,
     PerMessageDeflate,
-    Protocol,
     Role,
+    WebSocketProtocol,
 )
 from rue_trio.websocket import ConnectionConfig, WebSocketConn, open_websocket_conn
 
@@ -107,10 +107,10 @@ async def conn_pair(
         trio.testing.lockstep_stream_pair() if lockstep else trio.testing.memory_stream_pair()
     )
     server_codec, client_codec = deflate_pair() if deflate else (None, None)
-    server_protocol = Protocol(
+    server_protocol = WebSocketProtocol(
         Role.SERVER, max_message_size=max_message_size, deflate=server_codec
     )
-    client_protocol = Protocol(
+    client_protocol = WebSocketProtocol(
         Role.CLIENT, max_message_size=max_message_size, deflate=client_codec
     )
     async with (
@@ -129,7 +129,7 @@ class RawPeer:
 
     def __init__(self, stream: trio.abc.HalfCloseableStream, role: Role) -> None:
         self.stream = stream
-        self.protocol = Protocol(role)
+        self.protocol = WebSocketProtocol(role)
         self.events: deque[Event] = deque()
         self.eof = False
 

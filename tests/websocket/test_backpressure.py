@@ -6,7 +6,7 @@ import trio
 import trio.testing
 from trio.testing import MockClock
 
-from rue_trio.protocol import Protocol, Role
+from rue_trio.protocol import Role, WebSocketProtocol
 from rue_trio.websocket import ConnectionConfig, open_websocket_conn
 
 from ._util import conn_pair
@@ -92,7 +92,7 @@ async def test_server_ping_flood_from_a_peer_that_never_reads_stays_bounded(
             sent += 1
 
     async with (
-        open_websocket_conn(server_stream, Protocol(Role.SERVER), config=config) as conn,
+        open_websocket_conn(server_stream, WebSocketProtocol(Role.SERVER), config=config) as conn,
         trio.open_nursery() as nursery,
     ):
         nursery.start_soon(flood)

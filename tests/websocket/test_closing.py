@@ -14,7 +14,7 @@ from rue_trio.exceptions import (
     MessageTooBigError,
     ProtocolError,
 )
-from rue_trio.protocol import CloseReceived, Message, MessageType, Protocol, Role, State
+from rue_trio.protocol import CloseReceived, Message, MessageType, Role, State, WebSocketProtocol
 from rue_trio.websocket import ConnectionConfig, WebSocketConn, open_websocket_conn
 
 from ..protocol._util import raw_frame
@@ -111,7 +111,9 @@ async def test_server_close_silent_peer_aborts_after_close_timeout(
     server_stream, client_stream = trio.testing.memory_stream_pair()
     peer = RawPeer(client_stream, Role.CLIENT)
     config = ConnectionConfig(ping_interval=None, close_timeout=7)
-    async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=config) as server:
+    async with open_websocket_conn(
+        server_stream, WebSocketProtocol(Role.SERVER), config=config
+    ) as server:
         start = trio.current_time()
         await server.close()
         assert trio.current_time() - start == 7
@@ -130,7 +132,9 @@ async def test_client_close_server_keeps_tcp_open_client_ends_it_after_timeout(
     server_stream, client_stream = trio.testing.memory_stream_pair()
     peer = RawPeer(server_stream, Role.SERVER)
     config = ConnectionConfig(ping_interval=None, close_timeout=5)
-    async with open_websocket_conn(client_stream, Protocol(Role.CLIENT), config=config) as client:
+    async with open_websocket_conn(
+        client_stream, WebSocketProtocol(Role.CLIENT), config=config
+    ) as client:
         async with trio.open_nursery() as nursery:
 
             async def answer_close_keep_tcp() -> None:
@@ -152,7 +156,9 @@ async def test_server_peer_closes_first_server_ends_tcp(autojump_clock: MockCloc
     """RFC 6455 section 7.1.1: after the handshake the server closes the TCP connection."""
     server_stream, client_stream = trio.testing.memory_stream_pair()
     peer = RawPeer(client_stream, Role.CLIENT)
-    async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=QUIET) as server:
+    async with open_websocket_conn(
+        server_stream, WebSocketProtocol(Role.SERVER), config=QUIET
+    ) as server:
         peer.protocol.send_close(1000, "done")
         await peer.flush()
         assert await peer.read_until_eof() == [CloseReceived(1000, "")]
@@ -172,7 +178,9 @@ async def test_server_handshake_complete_closes_tcp_without_waiting_for_peer_eof
     """
     server_stream, client_stream = trio.testing.memory_stream_pair()
     peer = RawPeer(client_stream, Role.CLIENT)
-    async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=QUIET) as server:
+    async with open_websocket_conn(
+        server_stream, WebSocketProtocol(Role.SERVER), config=QUIET
+    ) as server:
         peer.protocol.send_close(1000, "done")
         await peer.flush()
         start = trio.current_time()
@@ -186,8 +194,12 @@ async def test_server_handshake_complete_closes_tcp_without_waiting_for_peer_eof
 
 async def test_server_block_normal_exit_closes_1000(autojump_clock: MockClock) -> None:
     server_stream, client_stream = trio.testing.memory_stream_pair()
-    async with open_websocket_conn(client_stream, Protocol(Role.CLIENT), config=QUIET) as client:
-        async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=QUIET):
+    async with open_websocket_conn(
+        client_stream, WebSocketProtocol(Role.CLIENT), config=QUIET
+    ) as client:
+        async with open_websocket_conn(
+            server_stream, WebSocketProtocol(Role.SERVER), config=QUIET
+        ):
             pass
         with pytest.raises(ConnectionClosedOK) as info:
             await client.receive()
@@ -199,9 +211,13 @@ async def test_server_block_raises_closes_1011_and_reraises_unwrapped(
 ) -> None:
     """Errors are local (design.md): no exception group for a single failure."""
     server_stream, client_stream = trio.testing.memory_stream_pair()
-    async with open_websocket_conn(client_stream, Protocol(Role.CLIENT), config=QUIET) as client:
+    async with open_websocket_conn(
+        client_stream, WebSocketProtocol(Role.CLIENT), config=QUIET
+    ) as client:
         with pytest.raises(KeyError) as raised:
-            async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=QUIET):
+            async with open_websocket_conn(
+                server_stream, WebSocketProtocol(Role.SERVER), config=QUIET
+            ):
                 raise KeyError("boom")
         assert type(raised.value) is KeyError
         with pytest.raises(ConnectionClosedError) as info:
@@ -227,11 +243,15 @@ async def test_server_owner_cancelled_closes_1001_cancelled_propagates(
 
     async def serve() -> None:
         nonlocal after_block
-        async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=QUIET):
+        async with open_websocket_conn(
+            server_stream, WebSocketProtocol(Role.SERVER), config=QUIET
+        ):
             await trio.sleep_forever()
         after_block = True
 
-    async with open_websocket_conn(client_stream, Protocol(Role.CLIENT), config=QUIET) as client:
+    async with open_websocket_conn(
+        client_stream, WebSocketProtocol(Role.CLIENT), config=QUIET
+    ) as client:
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(serve)
@@ -255,7 +275,9 @@ async def test_server_owner_cancelled_silent_peer_bounded_by_close_timeout(
     config = ConnectionConfig(ping_interval=None, close_timeout=3)
 
     async def serve() -> None:
-        async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=config):
+        async with open_websocket_conn(
+            server_stream, WebSocketProtocol(Role.SERVER), config=config
+        ):
             await trio.sleep_forever()
 
     with trio.move_on_after(1):
@@ -270,7 +292,9 @@ async def test_server_peer_protocol_violation_closes_1002_with_cause(
     """RFC 6455 section 5.1: a server fails the connection on an unmasked client frame."""
     server_stream, client_stream = trio.testing.memory_stream_pair()
     peer = RawPeer(client_stream, Role.CLIENT)
-    async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=QUIET) as server:
+    async with open_websocket_conn(
+        server_stream, WebSocketProtocol(Role.SERVER), config=QUIET
+    ) as server:
         await client_stream.send_all(raw_frame(0x1, b"hello", mask=None))
         events = await peer.read_until_eof()
         assert len(events) == 1
@@ -297,7 +321,7 @@ async def test_server_peer_bad_payload_closes_with_rfc_code(
     """RFC 6455 sections 8.1 and 10.4 / 7.4.1: 1007 for bad UTF-8, 1009 for too big."""
     server_stream, client_stream = trio.testing.memory_stream_pair()
     peer = RawPeer(client_stream, Role.CLIENT)
-    protocol = Protocol(Role.SERVER, max_message_size=100)
+    protocol = WebSocketProtocol(Role.SERVER, max_message_size=100)
     async with open_websocket_conn(server_stream, protocol, config=QUIET) as server:
         await client_stream.send_all(raw_frame(0x1, b"fine") + frame)
         event = await peer.next_event()
@@ -313,7 +337,9 @@ async def test_server_peer_bad_payload_closes_with_rfc_code(
 async def test_server_transport_reset_closed_error_with_cause(autojump_clock: MockClock) -> None:
     server_stream, client_stream = trio.testing.memory_stream_pair()
     wrapped = WrappedStream(server_stream)
-    async with open_websocket_conn(wrapped, Protocol(Role.SERVER), config=QUIET) as server:
+    async with open_websocket_conn(
+        wrapped, WebSocketProtocol(Role.SERVER), config=QUIET
+    ) as server:
         await trio.testing.wait_all_tasks_blocked()
         wrapped.break_receive()
         with pytest.raises(ConnectionClosedError) as info:
@@ -331,7 +357,9 @@ async def test_server_transport_write_fails_closed_error_with_cause(
 ) -> None:
     server_stream, client_stream = trio.testing.memory_stream_pair()
     wrapped = WrappedStream(server_stream)
-    async with open_websocket_conn(wrapped, Protocol(Role.SERVER), config=QUIET) as server:
+    async with open_websocket_conn(
+        wrapped, WebSocketProtocol(Role.SERVER), config=QUIET
+    ) as server:
         wrapped.break_send()
         # Sending only queues; the writer's failure ends the connection.
         await server.send_text("lost")
@@ -348,7 +376,9 @@ async def test_server_transport_write_fails_closed_error_with_cause(
 async def test_server_peer_vanishes_without_close_frame_1006(autojump_clock: MockClock) -> None:
     """RFC 6455 section 7.1.5: no close frame means 1006."""
     server_stream, client_stream = trio.testing.memory_stream_pair()
-    async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=QUIET) as server:
+    async with open_websocket_conn(
+        server_stream, WebSocketProtocol(Role.SERVER), config=QUIET
+    ) as server:
         await client_stream.aclose()
         with pytest.raises(ConnectionClosedError) as info:
             await server.receive()
@@ -363,7 +393,9 @@ async def test_server_close_with_full_inbound_buffer_completes(autojump_clock: M
     server_stream, client_stream = trio.testing.memory_stream_pair()
     peer = RawPeer(client_stream, Role.CLIENT)
     config = ConnectionConfig(ping_interval=None, inbound_queue=1)
-    async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=config) as server:
+    async with open_websocket_conn(
+        server_stream, WebSocketProtocol(Role.SERVER), config=config
+    ) as server:
         for i in range(5):
             peer.protocol.send_text(str(i))
         await peer.flush()
@@ -454,9 +486,9 @@ async def test_server_peer_closes_stream_without_half_close_ends_cleanly(
     server_stream, client_stream = trio.testing.memory_stream_pair()
     async with (
         open_websocket_conn(
-            FullCloseOnly(server_stream), Protocol(Role.SERVER), config=QUIET
+            FullCloseOnly(server_stream), WebSocketProtocol(Role.SERVER), config=QUIET
         ) as server,
-        open_websocket_conn(client_stream, Protocol(Role.CLIENT), config=QUIET) as client,
+        open_websocket_conn(client_stream, WebSocketProtocol(Role.CLIENT), config=QUIET) as client,
     ):
         await client.close(1000)
         with pytest.raises(ConnectionClosedOK) as info:
@@ -468,7 +500,9 @@ async def test_server_stream_closed_under_it_closed_error_with_cause(
     autojump_clock: MockClock,
 ) -> None:
     server_stream, client_stream = trio.testing.memory_stream_pair()
-    async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=QUIET) as server:
+    async with open_websocket_conn(
+        server_stream, WebSocketProtocol(Role.SERVER), config=QUIET
+    ) as server:
         await trio.testing.wait_all_tasks_blocked()
         await server_stream.aclose()
         with pytest.raises(ConnectionClosedError) as info:
@@ -488,7 +522,7 @@ async def test_client_ping_pending_when_connection_closes_raises(
         await server_stream.aclose()
 
     async with (
-        open_websocket_conn(client_stream, Protocol(Role.CLIENT), config=QUIET) as client,
+        open_websocket_conn(client_stream, WebSocketProtocol(Role.CLIENT), config=QUIET) as client,
         trio.open_nursery() as nursery,
     ):
         nursery.start_soon(vanish)
@@ -511,9 +545,13 @@ async def test_server_task_base_exception_leaves_unwrapped(
     monkeypatch.setattr(WebSocketConn, "_keepalive_tick", explode)
     server_stream, client_stream = trio.testing.memory_stream_pair()
     config = ConnectionConfig(ping_interval=1)
-    async with open_websocket_conn(client_stream, Protocol(Role.CLIENT), config=QUIET) as client:
+    async with open_websocket_conn(
+        client_stream, WebSocketProtocol(Role.CLIENT), config=QUIET
+    ) as client:
         with pytest.raises(Boom):
-            async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=config):
+            async with open_websocket_conn(
+                server_stream, WebSocketProtocol(Role.SERVER), config=config
+            ):
                 await trio.sleep_forever()
         # The writer, which runs the keepalive, is the task that raised: no close frame
         # can follow, and the transport is closed.
@@ -538,7 +576,9 @@ async def test_server_task_bug_closes_with_cause_never_raises_into_nursery(
     monkeypatch.setattr(WebSocketConn, task, broken_step if task == "_keepalive_tick" else broken)
     server_stream, client_stream = trio.testing.memory_stream_pair()
     config = ConnectionConfig(ping_interval=1, close_timeout=1)
-    async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=config) as server:
+    async with open_websocket_conn(
+        server_stream, WebSocketProtocol(Role.SERVER), config=config
+    ) as server:
         with pytest.raises(ConnectionClosedError) as info:
             await server.receive()
         assert isinstance(info.value.__cause__, RuntimeError)

@@ -18,9 +18,9 @@ from rue_trio.protocol import (
     MessageType,
     Ping,
     Pong,
-    Protocol,
     Role,
     State,
+    WebSocketProtocol,
     encode_message,
 )
 from rue_trio.websocket import ConnectionConfig, open_websocket_conn
@@ -117,8 +117,8 @@ async def test_server_many_sends_coalesced_into_few_writes(autojump_clock: MockC
     wrapped = WrappedStream(server_stream)
     wrapped.write_delay = 0.01
     async with (
-        open_websocket_conn(wrapped, Protocol(Role.SERVER), config=QUIET) as server,
-        open_websocket_conn(client_stream, Protocol(Role.CLIENT), config=QUIET) as client,
+        open_websocket_conn(wrapped, WebSocketProtocol(Role.SERVER), config=QUIET) as server,
+        open_websocket_conn(client_stream, WebSocketProtocol(Role.CLIENT), config=QUIET) as client,
     ):
         for i in range(200):
             await server.send_text(f"message {i}")
@@ -134,8 +134,8 @@ async def test_server_outbound_send_nowait_burst_is_one_write(autojump_clock: Mo
     wrapped = WrappedStream(server_stream)
     frame = encode_message(MessageType.TEXT, "broadcast")
     async with (
-        open_websocket_conn(wrapped, Protocol(Role.SERVER), config=QUIET) as server,
-        open_websocket_conn(client_stream, Protocol(Role.CLIENT), config=QUIET) as client,
+        open_websocket_conn(wrapped, WebSocketProtocol(Role.SERVER), config=QUIET) as server,
+        open_websocket_conn(client_stream, WebSocketProtocol(Role.CLIENT), config=QUIET) as client,
     ):
         for _ in range(30):
             server._out.send_nowait(frame)
@@ -176,7 +176,9 @@ async def test_client_ping_server_pongs_returns_rtt(autojump_clock: MockClock) -
 
 async def test_client_ping_duplicate_payload_value_error(autojump_clock: MockClock) -> None:
     server_stream, client_stream = trio.testing.memory_stream_pair()
-    async with open_websocket_conn(client_stream, Protocol(Role.CLIENT), config=QUIET) as client:
+    async with open_websocket_conn(
+        client_stream, WebSocketProtocol(Role.CLIENT), config=QUIET
+    ) as client:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client.ping, b"same")
             await trio.testing.wait_all_tasks_blocked()
@@ -201,7 +203,9 @@ async def test_client_ping_later_pong_answers_earlier_pings(autojump_clock: Mock
     async def ping(data: bytes) -> None:
         rtts.append(await client.ping(data))
 
-    async with open_websocket_conn(client_stream, Protocol(Role.CLIENT), config=QUIET) as client:
+    async with open_websocket_conn(
+        client_stream, WebSocketProtocol(Role.CLIENT), config=QUIET
+    ) as client:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ping, b"one")
             await trio.testing.wait_all_tasks_blocked()
@@ -221,7 +225,9 @@ async def test_client_ping_later_pong_answers_earlier_pings(autojump_clock: Mock
 async def test_server_unsolicited_pong_ignored(autojump_clock: MockClock) -> None:
     server_stream, client_stream = trio.testing.memory_stream_pair()
     peer = RawPeer(client_stream, Role.CLIENT)
-    async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=QUIET) as server:
+    async with open_websocket_conn(
+        server_stream, WebSocketProtocol(Role.SERVER), config=QUIET
+    ) as server:
         peer.protocol.send_pong(b"heartbeat")
         peer.protocol.send_text("after")
         await peer.flush()
@@ -234,7 +240,7 @@ async def test_server_ping_from_peer_answered_without_application(
 ) -> None:
     server_stream, client_stream = trio.testing.memory_stream_pair()
     peer = RawPeer(client_stream, Role.CLIENT)
-    async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=QUIET):
+    async with open_websocket_conn(server_stream, WebSocketProtocol(Role.SERVER), config=QUIET):
         peer.protocol.send_ping(b"are you there")
         await peer.flush()
         assert await peer.next_event() == Pong(b"are you there")
@@ -273,13 +279,13 @@ async def test_server_async_for_ends_quietly_on_normal_close(autojump_clock: Moc
 async def test_server_trailing_data_processed_first(autojump_clock: MockClock) -> None:
     """Frames that arrived with the handshake are the first messages."""
     server_stream, client_stream = trio.testing.memory_stream_pair()
-    peer = Protocol(Role.CLIENT)
+    peer = WebSocketProtocol(Role.CLIENT)
     peer.send_text("early")
     trailing = b"".join(peer.data_to_send())
     peer_raw = RawPeer(client_stream, Role.CLIENT)
     peer_raw.protocol = peer
     async with open_websocket_conn(
-        server_stream, Protocol(Role.SERVER), trailing_data=trailing, config=QUIET
+        server_stream, WebSocketProtocol(Role.SERVER), trailing_data=trailing, config=QUIET
     ) as server:
         peer.send_text("late")
         await peer_raw.flush()
@@ -294,13 +300,13 @@ async def test_server_attributes_given_and_defaults(autojump_clock: MockClock) -
     async with (
         open_websocket_conn(
             server_stream,
-            Protocol(Role.SERVER),
+            WebSocketProtocol(Role.SERVER),
             request=request,
             subprotocol="chat",
             remote_address=("10.0.0.1", 5000),
             config=QUIET,
         ) as server,
-        open_websocket_conn(client_stream, Protocol(Role.CLIENT), config=QUIET) as client,
+        open_websocket_conn(client_stream, WebSocketProtocol(Role.CLIENT), config=QUIET) as client,
     ):
         assert server.request is request
         assert server.subprotocol == "chat"
@@ -324,7 +330,9 @@ async def test_server_ids_unique_across_pool_refills(autojump_clock: MockClock) 
     ids = set()
     for _ in range(300):
         server_stream, _client_stream = trio.testing.memory_stream_pair()
-        async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=QUIET) as conn:
+        async with open_websocket_conn(
+            server_stream, WebSocketProtocol(Role.SERVER), config=QUIET
+        ) as conn:
             assert re.fullmatch(r"[0-9a-f]{16}", conn.id)
             ids.add(conn.id)
     assert len(ids) == 300
@@ -353,7 +361,9 @@ async def test_server_statistics_queued_frames_while_writer_blocked(
 ) -> None:
     """Lockstep streams: nothing moves until the peer reads."""
     server_stream, client_stream = trio.testing.lockstep_stream_pair()
-    async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=QUIET) as server:
+    async with open_websocket_conn(
+        server_stream, WebSocketProtocol(Role.SERVER), config=QUIET
+    ) as server:
         await server.send_text("queued")
         await trio.testing.wait_all_tasks_blocked()
         # The writer is now blocked writing the first message: the rest waits in the queue.
@@ -365,7 +375,7 @@ async def test_server_statistics_queued_frames_while_writer_blocked(
         assert stats.queued_bytes == 2 * 8
         assert stats.bytes_sent == 0
         async with open_websocket_conn(
-            client_stream, Protocol(Role.CLIENT), config=QUIET
+            client_stream, WebSocketProtocol(Role.CLIENT), config=QUIET
         ) as client:
             for _ in range(3):
                 assert (await client.receive()).data == "queued"
@@ -438,7 +448,7 @@ async def test_server_complete_socket_write_takes_one_writer_step() -> None:
     config = ConnectionConfig(ping_interval=None, close_timeout=1)
     with trio.fail_after(10):
         async with open_websocket_conn(
-            trio.SocketStream(left), Protocol(Role.SERVER), config=config
+            trio.SocketStream(left), WebSocketProtocol(Role.SERVER), config=config
         ) as conn:
             await trio.testing.wait_all_tasks_blocked()
             trio.lowlevel.add_instrument(counter)
@@ -448,7 +458,7 @@ async def test_server_complete_socket_write_takes_one_writer_step() -> None:
                     assert await peer.receive_some(100) == b"\x81\x01x"
             finally:
                 trio.lowlevel.remove_instrument(counter)
-            client = Protocol(Role.CLIENT)
+            client = WebSocketProtocol(Role.CLIENT)
             client.send_close(1000)
             await peer.send_all(b"".join(client.data_to_send()))
         await peer.aclose()

@@ -8,7 +8,7 @@ import trio.testing
 from trio.testing import MockClock
 
 from rue_trio.exceptions import ConnectionClosedError
-from rue_trio.protocol import CloseReceived, Ping, Protocol, Role, State
+from rue_trio.protocol import CloseReceived, Ping, Role, State, WebSocketProtocol
 from rue_trio.websocket import ConnectionConfig, open_websocket_conn
 
 from ._util import RawPeer, conn_pair
@@ -34,7 +34,9 @@ async def test_server_keepalive_silent_peer_fails_1011(autojump_clock: MockClock
     server_stream, client_stream = trio.testing.memory_stream_pair()
     peer = RawPeer(client_stream, Role.CLIENT)
     config = ConnectionConfig(ping_interval=5, ping_timeout=3, close_timeout=2)
-    async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=config) as server:
+    async with open_websocket_conn(
+        server_stream, WebSocketProtocol(Role.SERVER), config=config
+    ) as server:
         event = await peer.next_event()
         assert isinstance(event, Ping)
         assert trio.current_time() == 5
@@ -52,7 +54,9 @@ async def test_server_keepalive_silent_peer_fails_1011(autojump_clock: MockClock
 async def test_server_keepalive_no_ping_timeout_never_fails(autojump_clock: MockClock) -> None:
     server_stream, client_stream = trio.testing.memory_stream_pair()
     config = ConnectionConfig(ping_interval=5, ping_timeout=None)
-    async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=config) as server:
+    async with open_websocket_conn(
+        server_stream, WebSocketProtocol(Role.SERVER), config=config
+    ) as server:
         await trio.sleep(101)
         assert server.state is State.OPEN
         assert server.statistics().pings_sent == 20
@@ -102,7 +106,9 @@ async def test_server_keepalive_slow_consumer_then_peer_dies_still_detected(
     server_stream, client_stream = trio.testing.memory_stream_pair()
     peer = RawPeer(client_stream, Role.CLIENT)
     config = ConnectionConfig(ping_interval=10, ping_timeout=5, inbound_queue=1, close_timeout=1)
-    async with open_websocket_conn(server_stream, Protocol(Role.SERVER), config=config) as server:
+    async with open_websocket_conn(
+        server_stream, WebSocketProtocol(Role.SERVER), config=config
+    ) as server:
         peer.protocol.send_text("one")
         peer.protocol.send_text("two")
         await peer.flush()

@@ -14,8 +14,8 @@ from rue_trio.protocol import (
     Message,
     MessageType,
     PerMessageDeflate,
-    Protocol,
     Role,
+    WebSocketProtocol,
     encode_message,
 )
 from rue_trio.websocket import ConnectionConfig, open_websocket_conn
@@ -23,11 +23,11 @@ from rue_trio.websocket import ConnectionConfig, open_websocket_conn
 from ._util import QUIET, conn_pair
 
 
-def _server_protocol(params: DeflateParams | None) -> Protocol:
+def _server_protocol(params: DeflateParams | None) -> WebSocketProtocol:
     deflate = None
     if params is not None:
         deflate = PerMessageDeflate(params, is_server=True, config=DeflateConfig(min_size=0))
-    return Protocol(Role.SERVER, deflate=deflate)
+    return WebSocketProtocol(Role.SERVER, deflate=deflate)
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ async def test_server_encode_queue_full_context_untouched(autojump_clock: MockCl
     client_codec = PerMessageDeflate(DeflateParams(), is_server=False)
     text = "compress me please " * 10
     async with open_websocket_conn(
-        server_stream, Protocol(Role.SERVER, deflate=server_codec), config=config
+        server_stream, WebSocketProtocol(Role.SERVER, deflate=server_codec), config=config
     ) as server:
         server._hub_offer(server._hub_encode(MessageType.TEXT, text + "1"))
         await trio.testing.wait_all_tasks_blocked()  # the writer holds it
@@ -80,7 +80,7 @@ async def test_server_encode_queue_full_context_untouched(autojump_clock: MockCl
         with pytest.raises(trio.WouldBlock):
             server._hub_offer(frame)
         async with open_websocket_conn(
-            client_stream, Protocol(Role.CLIENT, deflate=client_codec), config=QUIET
+            client_stream, WebSocketProtocol(Role.CLIENT, deflate=client_codec), config=QUIET
         ) as client:
             assert (await client.receive()).data == text + "1"
             assert (await client.receive()).data == text + "2"
