@@ -388,7 +388,11 @@ class WebSocketConn(_ConnectionTasks):
     async def ping(self, data: bytes | None = None) -> float:
         """Send a ping and wait for its pong (RFC 6455 section 5.5.2).
 
-        Bound the wait with :func:`trio.fail_after`.
+        Bound the wait with :func:`trio.fail_after`. Not from a
+        :class:`~rue_trio.WebSocketHandler` callback: the task that runs the callbacks is
+        the one that reads the connection, so it cannot wait for a pong; it raises
+        :class:`trio.BusyResourceError` at once. Ping from another task, or rely on the
+        keepalive.
 
         Cancellation: the ping stays queued (or sent); only the wait is abandoned.
 
@@ -404,8 +408,15 @@ class WebSocketConn(_ConnectionTasks):
             ConnectionClosed: the connection closed before the pong came.
             ValueError: ``data`` is over 125 bytes, or a ping with the same payload is
                 still waiting for its pong.
+            trio.BusyResourceError: called from a ``WebSocketHandler`` callback.
         """
         await checkpoint_if_cancelled()
+        if self._owner is not None and self._owner is trio.lowlevel.current_task():
+            raise trio.BusyResourceError(
+                "ping() in a WebSocketHandler callback would wait for a pong that only this "
+                "task can read: call it from another task (one you start in a nursery), or "
+                "let the keepalive ping (ConnectionConfig.ping_interval)"
+            )
         if self._protocol.state is not State.OPEN:
             await self._raise_closed_to_sender()
         if data is None:
@@ -439,10 +450,13 @@ class WebSocketConn(_ConnectionTasks):
             ConnectionClosedOK: the connection closed normally (1000 or 1001 both ways).
             ConnectionClosedError: it closed any other way; ``__cause__`` says why
                 (a transport error, a protocol violation, a timeout).
-            trio.BusyResourceError: another task is already receiving.
+            trio.BusyResourceError: another task is already receiving; or this is a
+                :class:`~rue_trio.WebSocketHandler`'s connection, whose messages go to
+                ``on_message`` (to call ``receive()``, open the connection with
+                :func:`open_websocket_conn` or the client instead).
         """
         if self._receiving:
-            raise trio.BusyResourceError("another task is already receiving on this connection")
+            raise self._busy_receiving()
         # Returns normally only without yielding: the buffer cannot change meanwhile.
         await checkpoint_if_cancelled()
         if not self._inbound:
@@ -461,6 +475,15 @@ class WebSocketConn(_ConnectionTasks):
         message = await self.receive()
         return json.loads(message.data)
 
+    def _busy_receiving(self) -> trio.BusyResourceError:
+        if self._owner is not None:
+            return trio.BusyResourceError(
+                "this is a WebSocketHandler's connection: its messages go to on_message, "
+                "called by the task that reads them; to call receive() or iterate, open "
+                "the connection with open_websocket_conn() (or the client) instead"
+            )
+        return trio.BusyResourceError("another task is already receiving on this connection")
+
     def __aiter__(self) -> WebSocketConn:
         return self
 
@@ -475,7 +498,7 @@ class WebSocketConn(_ConnectionTasks):
         # receive() but for the end of the iteration, not awaited through it: one
         # coroutine less per message on the hot path of ``async for message in conn``.
         if self._receiving:
-            raise trio.BusyResourceError("another task is already receiving on this connection")
+            raise self._busy_receiving()
         await checkpoint_if_cancelled()
         if not self._inbound:
             try:
@@ -491,6 +514,13 @@ class WebSocketConn(_ConnectionTasks):
         peer's close frame and the end of the transport, at most ``close_timeout``, after
         which the transport is aborted. Closing a closed or closing connection only waits
         for the end.
+
+        Called from a :class:`~rue_trio.WebSocketHandler` callback, it starts the closing
+        handshake and returns at once (the connection is closing, not closed): that task
+        is the one that reads the peer's close frame, which it does once the callback
+        returns. Messages the peer sent before it saw our close frame still reach
+        ``on_message``. The handshake is bounded by ``close_timeout`` from the call: a
+        callback still running then is cancelled.
 
         Cancellation: the close frame stays queued and the connection goes on closing in
         the background (bounded by ``close_timeout``); only the wait is abandoned.

@@ -111,6 +111,7 @@ class _ConnectionCore:
         "_closing_first",
         "_config",
         "_connection_exc",
+        "_dispatching",
         "_id",
         "_inbound",
         "_inbound_bytes",
@@ -124,6 +125,7 @@ class _ConnectionCore:
         "_messages_received",
         "_messages_sent",
         "_out",
+        "_owner",
         "_paused_since",
         "_paused_total",
         "_pings",
@@ -131,6 +133,7 @@ class _ConnectionCore:
         "_protocol",
         "_reader_done",
         "_reader_scope",
+        "_reading",
         "_receiver",
         "_receiving",
         "_remote_address",
@@ -177,6 +180,12 @@ class _ConnectionCore:
         self._receiver = Waiter()  # the application waiting for a message
         self._room_waiter = Waiter()  # the reader waiting for room in the inbound buffer
         self._receiving = False
+        # When the owner task is the reader (WebSocketHandler's connections, see
+        # _ConnectionTasks._read_inline): that task, whether its read loop runs, and
+        # whether it is away from reading (in a callback, or not in the loop yet).
+        self._owner: trio.lowlevel.Task | None = None
+        self._reading = False
+        self._dispatching = False
         self._pings: dict[bytes, _PingWaiter] = {}
         self._connection_exc: BaseException | None = None
         # Whether this side sent the first close frame (then late messages may be dropped).
@@ -328,8 +337,13 @@ class _ConnectionCore:
         self._writer_scope.cancel()
 
     def _abort(self, exc: BaseException) -> None:
-        """End the connection because of ``exc``: the reader stops and tears down."""
+        """End the connection because of ``exc``: the reader stops and tears down.
+
+        Sends fail from now on: when the owner task is the reader, it may be in a
+        callback waiting for room that the ended writer would never make.
+        """
         self._set_exc(exc)
+        self._out._stop_accepting()
         self._reader_scope.cancel()
 
     def _pump(self) -> None:

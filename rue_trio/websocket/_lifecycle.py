@@ -26,6 +26,7 @@ async def open_websocket_conn(
     subprotocol: str | None = None,
     remote_address: tuple[str, int] | None = None,
     config: ConnectionConfig = _DEFAULT_CONFIG,
+    _owner_reads: bool = False,
 ) -> AsyncIterator[WebSocketConn]:
     """Run a WebSocket connection over ``stream`` for the duration of the block.
 
@@ -46,6 +47,8 @@ async def open_websocket_conn(
         subprotocol: the subprotocol agreed in the handshake.
         remote_address: the peer's ``(host, port)``; by default taken from the socket.
         config: timeouts and buffer bounds.
+        _owner_reads: private to rue_trio's ``WebSocketHandler``: no reader task; the
+            owner task reads, calling back for each message (``conn._read_inline``).
 
     Yields:
         The open connection.
@@ -66,7 +69,7 @@ async def open_websocket_conn(
     task_excs: BaseExceptionGroup[BaseException] | None = None
     try:
         async with trio.open_nursery() as nursery:
-            conn._start(nursery)
+            conn._start(nursery, owner_reads=_owner_reads)
             try:
                 yield conn
             except BaseException as exc:

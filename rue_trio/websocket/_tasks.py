@@ -8,15 +8,22 @@ from __future__ import annotations
 import errno
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from sys import getsizeof
+from typing import Any, TypeAlias
 
 import trio
 from trio.lowlevel import checkpoint_if_cancelled
 
-from rue_trio.protocol import Message, Pong, State
+from rue_trio.exceptions import ConnectionClosed, ConnectionClosedOK
+from rue_trio.protocol import Message, MessageType, Pong, State
 
 from ._core import _ConnectionCore
+
+#: What the owner task's read loop calls for each message: ``deliver(conn, type,
+#: data)``, a plain function or one returning an awaitable (WebSocketHandler's
+#: ``on_message``).
+Deliver: TypeAlias = Callable[[Any, MessageType, "str | bytes"], "Awaitable[None] | None"]
 
 # One write is capped at this size (unless a single frame is bigger): big enough to
 # amortize the system call, small enough not to hold megabytes in one joined copy.
@@ -36,21 +43,110 @@ class _ConnectionTasks(_ConnectionCore):
 
     __slots__ = ()
 
-    def _start(self, nursery: trio.Nursery) -> None:
-        # Constant task names: formatting one per task and connection costs time and
-        # memory; ``repr(conn)`` tells the connections apart.
-        nursery.start_soon(self._run_reader, name="rue_trio websocket reader")
+    def _start(self, nursery: trio.Nursery, *, owner_reads: bool = False) -> None:
+        """Start the writer, and the reader unless the owner task is to read.
+
+        With ``owner_reads`` the task calling this is the reader: it runs the read loop
+        itself, calling back for each message (:meth:`_read_inline`), and no reader
+        task is spawned.
+        """
+        if owner_reads:
+            self._owner = trio.lowlevel.current_task()
+            # No buffer for receive(): the messages go to the callback.
+            self._receiving = True
+            # Away from reading until the loop starts (on_connect runs first).
+            self._dispatching = True
+            # The owner's cancellation (the server going away) must reach the loop.
+            self._reader_scope.shield = False
+        else:
+            # Constant task names: formatting one per task and connection costs time
+            # and memory; ``repr(conn)`` tells the connections apart.
+            nursery.start_soon(self._run_reader, name="rue_trio websocket reader")
         interval = self._config.ping_interval
         if interval is not None:
             # The writer's wait for frames ends at the first ping (see _keepalive_tick).
             self._ka_due = self._writer_scope.deadline = trio.current_time() + interval
         nursery.start_soon(self._run_writer, name="rue_trio websocket writer")
 
-    async def _run_reader(self) -> None:
+    async def _read_inline(self, deliver: Deliver) -> None:
+        """Be the reader in the owner task: call ``deliver`` for each message, in order.
+
+        ``deliver(conn, type, data)`` (sync, or returning an awaitable) runs in this
+        task, between reads: while it runs nothing is read, so TCP pushes back on the
+        peer. It returns once the connection is closed.
+
+        Raises:
+            ConnectionClosedError: the connection closed abnormally.
+            Exception: ``deliver``'s own, with the connection as it was (open, or
+                closing): the caller reports it and closes (or lets the block close).
+            trio.Cancelled: the owner task was cancelled; the connection was closed
+                with 1001 first, within ``close_timeout``.
+        """
+        self._reading = True
+        try:
+            await self._run_reader(deliver)
+        except ConnectionClosed:
+            if self._protocol.state is State.OPEN:
+                raise  # not this connection's: a callback used another, closed one
+            # A callback found this connection closing: finish the closing here, then
+            # say how it ended.
+            self._reading = False
+            await self._finish_reading()
+        finally:
+            self._reading = False
+        exc = self._closed_error()
+        if not isinstance(exc, ConnectionClosedOK):
+            raise exc
+
+    async def _finish_reading(self) -> None:
+        """In the owner task, out of its read loop: read on until the connection ends.
+
+        Late messages are dropped. In a fresh scope (a scope is entered once), shielded
+        and with the closing deadline and the abort of the last one.
+        """
+        last = self._reader_scope
+        scope = self._reader_scope = trio.CancelScope(shield=True, deadline=last.deadline)
+        if last.cancel_called:
+            scope.cancel()
+        await self._run_reader(_discard)
+
+    async def _wait_closed(self) -> None:
+        """Wait for the end; in the owner task when it reads, bring the end about.
+
+        Called from a callback of the owner's read loop, it returns at once: only
+        that loop can read the peer's close frame, and it will once the callback
+        returns (``close()`` in ``on_message`` starts the closing handshake and
+        returns). Outside its loop, the owner task reads until the end itself.
+        """
+        if not self._closed and self._owner is trio.lowlevel.current_task():
+            if self._reading:
+                await checkpoint_if_cancelled()
+            else:
+                await self._finish_reading()
+            return
+        await super()._wait_closed()
+
+    async def _run_reader(self, deliver: Deliver | None = None) -> None:
+        """The reader: the reader task's body (``deliver`` is ``None``), or the owner's."""
         clean = False
-        with self._reader_scope:
+        # A callback's exception leaves the connection as it is, for the caller.
+        teardown = True
+        owner_cancelled: trio.Cancelled | None = None
+        callbacks = deliver is not None and deliver is not _discard
+        with self._reader_scope as scope:
             try:
-                clean = await self._read_loop()
+                try:
+                    clean = await self._read_loop(deliver)
+                except trio.Cancelled as exc:
+                    if not callbacks or scope.cancel_called:
+                        raise
+                    # The owner task is cancelled (the server goes away): no more
+                    # callbacks; close with 1001 and finish the closing handshake here,
+                    # shielded, within close_timeout (then Cancelled goes on).
+                    owner_cancelled = exc
+                    scope.shield = True
+                    self._start_close(1001, "going away")
+                    clean = await self._read_loop(_discard)
             except trio.Cancelled:
                 # The scope was cancelled: the writer failed, or the closing handshake
                 # timed out. A client that saw both close frames and waited
@@ -61,14 +157,32 @@ class _ConnectionTasks(_ConnectionCore):
                     self._set_exc(TimeoutError("the closing handshake timed out"))
                 raise
             except Exception as exc:
+                if callbacks:
+                    teardown = False
+                    raise
                 # A bug, not the peer's doing: background tasks never raise into the
                 # user's nursery; the failure becomes the ConnectionClosedError's cause.
                 self._set_exc(exc)
+            except BaseException:
+                # KeyboardInterrupt in a callback: the block's exit closes with 1001.
+                teardown = not callbacks
+                raise
             finally:
-                await self._teardown(clean)
+                if teardown:
+                    scope.shield = True
+                    await self._teardown(clean)
+        if owner_cancelled is not None:
+            raise owner_cancelled
+        # Already a checkpoint on every way here (the teardown's); for the linter.
+        await checkpoint_if_cancelled()
 
-    async def _read_loop(self) -> bool:
-        """Read until the end of the stream; return whether it ended cleanly."""
+    async def _read_loop(self, deliver: Deliver | None) -> bool:
+        """Read until the end of the stream; return whether it ended cleanly.
+
+        Each message goes to the inbound buffer, or to ``deliver`` when the owner task
+        reads (then the buffer stays empty: a batch is at most ``inbound_queue``
+        messages and ``inbound_queue_bytes`` bytes, as parsed, while it is delivered).
+        """
         protocol = self._protocol
         stream = self._stream
         size = self._config.read_size
@@ -80,64 +194,77 @@ class _ConnectionTasks(_ConnectionCore):
         data: bytes | bytearray = self._trailing_data
         self._trailing_data = b""
         await checkpoint_if_cancelled()
-        try:
-            while True:
-                if data:
-                    self._bytes_received += len(data)
-                    protocol.buffer_data(data)
-                    # Parse (and inflate) only as far as there is room: the memory a
-                    # peer can make us hold is bounded in bytes. The price, measured on
-                    # a pipelined echo of 64-byte texts over memory streams: 6.0 us of
-                    # CPU per echoed message against 4.9 when everything read was parsed
-                    # at once (one parse per batch of ``inbound_queue`` messages; 6.6
-                    # before the byte count was taken once per message and the write
-                    # bound set lazily); the cadence of yields is unchanged.
-                    while True:
-                        count_room = limit - len(inbound)
-                        byte_room = byte_limit - self._inbound_bytes
-                        if count_room <= 0 or byte_room <= 0:
-                            if not self._closing_first:
-                                await self._wait_inbound_room()
+        if deliver is not None:
+            self._dispatching = False
+        while True:
+            if data:
+                self._bytes_received += len(data)
+                protocol.buffer_data(data)
+                # Parse (and inflate) only as far as there is room: the memory a
+                # peer can make us hold is bounded in bytes. The price, measured on
+                # a pipelined echo of 64-byte texts over memory streams: 6.0 us of
+                # CPU per echoed message against 4.9 when everything read was parsed
+                # at once (one parse per batch of ``inbound_queue`` messages; 6.6
+                # before the byte count was taken once per message and the write
+                # bound set lazily); the cadence of yields is unchanged.
+                while True:
+                    count_room = limit - len(inbound)
+                    byte_room = byte_limit - self._inbound_bytes
+                    if count_room <= 0 or byte_room <= 0:
+                        if not self._closing_first:
+                            await self._wait_inbound_room()
+                            continue
+                        # We closed first and the application is not reading: parse
+                        # on (for the peer's close), dropping its late messages.
+                        count_room = byte_room = 1
+                        drop = True
+                    else:
+                        drop = False
+                    if out._bytes_full():
+                        # Our pongs are not being read: stop reading pings.
+                        await out._wait_bytes_room()
+                    events = protocol.next_events(count_room, byte_room)
+                    if not events:
+                        break
+                    for event in events:
+                        if type(event) is Message:
+                            if drop:
                                 continue
-                            # We closed first and the application is not reading: parse
-                            # on (for the peer's close), dropping its late messages.
-                            count_room = byte_room = 1
-                            drop = True
-                        else:
-                            drop = False
-                        if out._bytes_full():
-                            # Our pongs are not being read: stop reading pings.
-                            await out._wait_bytes_room()
-                        events = protocol.next_events(count_room, byte_room)
-                        if not events:
-                            break
-                        for event in events:
-                            if type(event) is Message:
-                                if drop:
-                                    continue
+                            self._messages_received += 1
+                            if deliver is None:
                                 inbound.append(event)
                                 self._inbound_bytes += getsizeof(event.data)
-                                self._messages_received += 1
-                            else:
-                                if type(event) is Pong:
-                                    self._on_pong(event.data)
-                                self._pump()
-                        if receiver.task is not None:
-                            receiver.wake()
-                    self._pump()
-                    if protocol.parser_exc is not None and self._connection_exc is None:
-                        await self._fail_after_replies()
+                                continue
+                            # The owner task's callback, between reads: a slow one
+                            # stops the reading (TCP pushes back), and the keepalive
+                            # does not count it against the peer.
+                            self._dispatching = True
+                            result = deliver(self, event.type, event.data)
+                            if result is not None:
+                                await result
+                            self._dispatching = False
+                        else:
+                            if type(event) is Pong:
+                                self._on_pong(event.data)
+                            self._pump()
+                    if receiver.task is not None:
+                        receiver.wake()
+                self._pump()
+                if protocol.parser_exc is not None and self._connection_exc is None:
+                    await self._fail_after_replies()
+            # Only the transport's errors are the transport's: a callback's go to the caller.
+            try:
                 data = await stream.receive_some(size)
-                if not data:
+            except trio.ClosedResourceError as exc:
+                if self._stream_closed_by_us:
                     return True
-        except trio.ClosedResourceError as exc:
-            if self._stream_closed_by_us:
+                self._set_exc(exc)
+                return False
+            except _TRANSPORT_ERRORS as exc:
+                self._set_exc(exc)
+                return False
+            if not data:
                 return True
-            self._set_exc(exc)
-            return False
-        except _TRANSPORT_ERRORS as exc:
-            self._set_exc(exc)
-            return False
 
     async def _fail_after_replies(self) -> None:
         """Fail for the peer's violation once the messages before it were answered.
@@ -327,6 +454,12 @@ class _ConnectionTasks(_ConnectionCore):
             self._ka_due = math.inf
             return
         waiter = self._ka_ping
+        if waiter is not None and timeout is not None and self._dispatching and not self._writing:
+            # No pong yet, but the owner task, our only reader, is in a callback: the
+            # pong may be waiting unread. We are the slow side: give the peer a whole
+            # ping_timeout more (no clock is read per message for a finer account).
+            self._ka_due = now + timeout
+            return
         if waiter is not None and timeout is not None:
             # No pong yet. While our reader waited for the application to take messages,
             # it read nothing: the pong may be in the transport's buffer. Give that time
@@ -378,6 +511,10 @@ class _ConnectionTasks(_ConnectionCore):
             # waiting for its FIN; the reader then ends (its stream is closed by us).
             self._stream_closed_by_us = True
             await stream.aclose()
+
+
+def _discard(conn: object, type: MessageType, data: str | bytes) -> None:
+    """Drop a message that comes after the owner's callbacks have stopped."""
 
 
 def _socket_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:

@@ -566,7 +566,7 @@ async def test_server_task_bug_closes_with_cause_never_raises_into_nursery(
 ) -> None:
     """Errors are local (design.md): a background task's failure is the close's cause."""
 
-    async def broken(self: WebSocketConn) -> bool:
+    async def broken(self: WebSocketConn, *args: object) -> bool:
         await trio.lowlevel.checkpoint()
         raise RuntimeError("bug")
 
