@@ -22,7 +22,10 @@ from rue_trio import (
     WebSocketHandler,
 )
 from rue_trio.exceptions import ProtocolError
+from rue_trio.protocol import State
 from rue_trio.testing import open_test_app, open_test_client
+
+from .websocket._util import task_names
 
 
 def app_with(handler: WebSocketHandler, path: str = "/ws") -> App:
@@ -353,3 +356,60 @@ async def test_server_peer_pipelined_messages_then_close_no_stall(
         await conn.close()
         await done.wait()
     assert closed_at[0] - start < 1.0
+
+
+async def test_server_handler_connection_has_no_reader_task() -> None:
+    """The task that runs the callbacks is the reader: one writer task per connection."""
+    handler = WebSocketHandler(on_message=lambda conn, t, d: conn.send(t, d))
+    async with open_test_client(app_with(handler), "/ws") as conn:
+        await conn.send_text("hi")
+        assert (await conn.receive()).data == "hi"
+        root = trio.lowlevel.current_root_task()
+        assert root is not None
+        names = task_names(root)
+        assert names.count("rue_trio websocket writer") == 2  # the server's and the client's
+        assert names.count("rue_trio websocket reader") == 1  # the client's only
+
+
+async def test_server_close_in_on_message_returns_and_closes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """close() in on_message starts the handshake and returns; the loop completes it."""
+    returned: list[State] = []
+    closes: list[int | None] = []
+
+    async def on_message(conn: WebSocketConn, msg_type: MessageType, data: str | bytes) -> None:
+        await conn.send(msg_type, data)
+        await conn.close(4000, "done")
+        returned.append(conn.state)
+
+    handler = WebSocketHandler(
+        on_message=on_message, on_close=lambda conn: closes.append(conn.close_code)
+    )
+    async with open_test_client(app_with(handler), "/ws") as conn:
+        await conn.send_text("last")
+        assert (await conn.receive()).data == "last"  # queued before the close frame
+        with pytest.raises(ConnectionClosedError) as info:
+            await conn.receive()
+        assert info.value.code == 4000
+    assert returned == [State.CLOSING]
+    assert closes == [4000]
+    assert trio.current_time() < 1
+
+
+async def test_server_ping_in_on_message_fails_at_once_naming_the_fix() -> None:
+    """ping() in a callback would wait for a pong only its own task reads: an error."""
+    errors: list[BaseException] = []
+
+    async def on_message(conn: WebSocketConn, msg_type: MessageType, data: str | bytes) -> None:
+        await conn.ping()
+
+    handler = WebSocketHandler(on_message=on_message, on_error=lambda c, e: errors.append(e))
+    async with open_test_client(app_with(handler), "/ws") as conn:
+        await conn.send_text("ping please")
+        with pytest.raises(ConnectionClosedError) as info:
+            await conn.receive()
+        assert info.value.code == 1011
+    (exc,) = errors
+    assert isinstance(exc, trio.BusyResourceError)
+    assert "another task" in str(exc)

@@ -118,6 +118,7 @@ class _ConnectionCore:
         "_inbound_limit",
         "_ka_credited",
         "_ka_due",
+        "_ka_held",
         "_ka_paused",
         "_ka_payload",
         "_ka_ping",
@@ -208,6 +209,9 @@ class _ConnectionCore:
         self._ka_payload = b""
         self._ka_paused = 0.0
         self._ka_credited = 0.0
+        # The keepalive's verdict waits for the owner task to read again (see
+        # _keepalive_tick): it was in a callback when the pong was due.
+        self._ka_held = False
         # Whether the writer is inside a write: the peer has not taken our bytes yet.
         self._writing = False
         self._paused_total = 0.0

@@ -252,6 +252,11 @@ class _ConnectionTasks(_ConnectionCore):
                 self._pump()
                 if protocol.parser_exc is not None and self._connection_exc is None:
                     await self._fail_after_replies()
+            if self._ka_held:
+                # The keepalive waited for us to read again (a callback ran when its
+                # pong was due): the peer gets ping_timeout from now.
+                self._ka_held = False
+                self._rearm_keepalive()
             # Only the transport's errors are the transport's: a callback's go to the caller.
             try:
                 data = await stream.receive_some(size)
@@ -456,9 +461,11 @@ class _ConnectionTasks(_ConnectionCore):
         waiter = self._ka_ping
         if waiter is not None and timeout is not None and self._dispatching and not self._writing:
             # No pong yet, but the owner task, our only reader, is in a callback: the
-            # pong may be waiting unread. We are the slow side: give the peer a whole
-            # ping_timeout more (no clock is read per message for a finer account).
-            self._ka_due = now + timeout
+            # pong may be waiting unread, and we are the slow side. The verdict waits
+            # until the owner reads again, which gives the peer ping_timeout more (see
+            # _read_loop; no clock is read per message for a finer account).
+            self._ka_held = True
+            self._ka_due = math.inf
             return
         if waiter is not None and timeout is not None:
             # No pong yet. While our reader waited for the application to take messages,
@@ -484,6 +491,14 @@ class _ConnectionTasks(_ConnectionCore):
             self._ka_paused = self._paused_time()
             self._ka_credited = 0.0
             self._ka_due = now + timeout
+
+    def _rearm_keepalive(self) -> None:
+        """Give the keepalive's unanswered ping ``ping_timeout`` from now; wake the writer."""
+        timeout = self._config.ping_timeout
+        assert timeout is not None
+        if self._ka_ping is not None:
+            self._ka_due = trio.current_time() + timeout
+            self._out._wake_writer()
 
     def _keepalive_failed(self) -> None:
         timeout = self._config.ping_timeout

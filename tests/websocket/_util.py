@@ -159,3 +159,12 @@ class RawPeer:
         while (event := await self.next_event()) is not None:
             events.append(event)
         return events
+
+
+def task_names(task: trio.lowlevel.Task) -> list[str]:
+    """The names of ``task`` and of every task below it."""
+    names = [task.name]
+    for nursery in task.child_nurseries:
+        for child in nursery.child_tasks:
+            names += task_names(child)
+    return names

@@ -11,7 +11,7 @@ from rue_trio.exceptions import ConnectionClosedError
 from rue_trio.protocol import CloseReceived, Ping, Role, State, WebSocketProtocol
 from rue_trio.websocket import ConnectionConfig, open_websocket_conn
 
-from ._util import RawPeer, conn_pair
+from ._util import RawPeer, conn_pair, task_names
 
 
 async def test_server_keepalive_healthy_peer_stays_open(autojump_clock: MockClock) -> None:
@@ -124,14 +124,6 @@ async def test_server_keepalive_slow_consumer_then_peer_dies_still_detected(
         assert trio.current_time() == 12 + 5 + 1
 
 
-def _task_names(task: trio.lowlevel.Task) -> list[str]:
-    names = [task.name]
-    for nursery in task.child_nurseries:
-        for child in nursery.child_tasks:
-            names += _task_names(child)
-    return names
-
-
 async def test_server_keepalive_runs_in_the_writer_no_task_of_its_own(
     autojump_clock: MockClock,
 ) -> None:
@@ -143,7 +135,7 @@ async def test_server_keepalive_runs_in_the_writer_no_task_of_its_own(
         await trio.sleep(25)
         root = trio.lowlevel.current_root_task()
         assert root is not None
-        names = _task_names(root)
+        names = task_names(root)
         assert names.count("rue_trio websocket writer") == 2
         assert names.count("rue_trio websocket reader") == 2
         assert "rue_trio websocket keepalive" not in names
