@@ -441,7 +441,12 @@ class _WriterSteps(trio.abc.Instrument):
 
 
 async def test_server_complete_socket_write_takes_one_writer_step() -> None:
-    """The kernel takes a small frame at once: the writer does not yield after it."""
+    """The kernel takes a small frame at once: the writer does not yield after it.
+
+    Two sends a round: the first is written through by the sending task (the writer is
+    idle), the second goes to the writer (one write-through until the writer or the reader
+    runs again), which writes it in one step.
+    """
     left, right = trio.socket.socketpair()
     peer = trio.SocketStream(right)
     counter = _WriterSteps()
@@ -455,7 +460,11 @@ async def test_server_complete_socket_write_takes_one_writer_step() -> None:
             try:
                 for _ in range(10):
                     await conn.send_text("x")
-                    assert await peer.receive_some(100) == b"\x81\x01x"
+                    await conn.send_text("y")
+                    received = b""
+                    while len(received) < 6:
+                        received += await peer.receive_some(100)
+                    assert received == b"\x81\x01x\x81\x01y"
             finally:
                 trio.lowlevel.remove_instrument(counter)
             client = WebSocketProtocol(Role.CLIENT)
