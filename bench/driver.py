@@ -23,8 +23,9 @@ Servers (bench/servers.py, one process each, 127.0.0.1 only, port 0): ``plain-tr
 (length-prefixed frames over a Trio TCP stream, no handshake: the floor any Trio server
 pays), ``trio-websocket``, ``websockets-trio`` (websockets' own Trio implementation,
 ``websockets.trio.server.serve``, present in the installed 17.4), ``websockets-asyncio``,
-``aiohttp`` and ``rue_trio`` (skipped with a note while ``from rue_trio import App,
-WebSocketHandler, Hub`` fails).
+``aiohttp``, ``picows`` (Cython on asyncio; its API hands over frames, not messages) and
+``rue_trio`` (skipped with a note while ``from rue_trio import App, WebSocketHandler,
+Hub`` fails).
 
 Scenarios (``--scenarios``, default all; counts are full mode / quick mode)::
 
@@ -61,7 +62,7 @@ Methodology
   bottleneck (near 100 % of one core per driver process).
 * **Ratios are taken within one run.** Rows of a-f are divided by the ``plain-trio`` row of
   the same run (the floor); rows of g, gz, gzn and h by the best WebSocket peer (lowest CPU
-  per delivery among trio-websocket, websockets-trio, websockets-asyncio and aiohttp).
+  per delivery among trio-websocket, websockets-trio, websockets-asyncio, aiohttp and picows).
   Absolute numbers move with the machine's load (other processes, CPU frequency, noisy
   neighbours on a shared host, the page cache): on this machine they moved by up to 2x
   between runs minutes apart while other jobs ran. Ratios of rows measured seconds apart move
@@ -151,9 +152,10 @@ ALL_SERVERS = [
     "websockets-trio",
     "websockets-asyncio",
     "aiohttp",
+    "picows",
     "rue_trio",
 ]
-WS_PEERS = {"trio-websocket", "websockets-trio", "websockets-asyncio", "aiohttp"}
+WS_PEERS = {"trio-websocket", "websockets-trio", "websockets-asyncio", "aiohttp", "picows"}
 COMPRESSING = {"websockets-trio", "websockets-asyncio", "aiohttp", "rue_trio", "rue_trio-baseline"}
 # --baseline DIR: rue_trio imported from another checkout (an earlier commit), same run.
 BASELINE = "rue_trio-baseline"
