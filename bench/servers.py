@@ -368,7 +368,7 @@ async def run_picows(args: argparse.Namespace) -> None:
     members: set[WSTransport] = set()
     bcast = args.mode == "bcast"
 
-    class Listener(WSListener):  # type: ignore[misc]
+    class Listener(WSListener):
         """picows' idiom: a listener per connection, called for each frame."""
 
         def __init__(self) -> None:
