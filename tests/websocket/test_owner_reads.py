@@ -26,7 +26,7 @@ from rue_trio.protocol import (
     State,
     WebSocketProtocol,
 )
-from rue_trio.websocket import ConnectionConfig, WebSocketConn, open_websocket_conn
+from rue_trio.websocket import ConnectionConfig, WebSocketConn, _tasks, open_websocket_conn
 
 from ._util import QUIET, RawPeer, task_names
 
@@ -451,3 +451,32 @@ async def test_server_owner_reads_abort_while_callback_waits_for_room(
     assert served.conn.closed
     assert failures
     assert served.conn.close_code == 1006
+
+
+async def test_server_owner_reads_batch_replies_go_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over a socket, the replies to one parsed batch are written together (the cork)."""
+    writes: list[int] = []
+    write_now = _tasks._write_now
+
+    def counting(sock: trio.socket.SocketType, data: bytes) -> int:
+        writes.append(len(data))
+        return write_now(sock, data)
+
+    monkeypatch.setattr(_tasks, "_write_now", counting)
+    ours, theirs = trio.socket.socketpair()
+    served = Served()
+    peer = RawPeer(trio.SocketStream(theirs), Role.CLIENT)
+    async with peer.stream, trio.open_nursery() as nursery:
+        nursery.start_soon(serve, trio.SocketStream(ours), echo, served)
+        for i in range(10):
+            peer.protocol.send_text(f"m{i}")
+        await peer.flush()  # one write: one read, one batch on the other side
+        with trio.fail_after(10):
+            received = [await peer.next_event() for _ in range(10)]
+        assert received == [Message(MessageType.TEXT, f"m{i}") for i in range(10)]
+        assert len(writes) == 1, writes
+        peer.protocol.send_close(1000)
+        await peer.flush()
+        await served.done.wait()
