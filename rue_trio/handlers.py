@@ -5,9 +5,11 @@ Theory of operation
 ``await handler.handle(c)`` runs inside the task that serves one HTTP request. It
 validates the upgrade (RFC 6455 section 4.2), answers a bad one with its HTTP status, and
 on success switches the stream over to a :class:`~rue_trio.websocket.WebSocketConn`,
-which lives in its own nursery (a reader and a writer task) for as long as
-``handle`` runs. ``handle`` then delivers the messages one at a time, in order, to
-``on_message``.
+which lives in its own nursery for as long as ``handle`` runs. The task running
+``handle`` is the connection's reader (the nursery holds only the writer): it reads,
+parses, and calls ``on_message`` for each message, one at a time, in order, between
+reads (docs/topics/design.md, "The handler's connections": one task step per message
+instead of two, one task less per connection).
 
 Whatever ends the connection (the peer, a callback's exception, a protocol violation,
 the server shutting down), the same path runs: the connection leaves its hub and every
@@ -98,8 +100,23 @@ class WebSocketHandler:
     """Rue's ``WebSocketHandler``: upgrade a request, then run the callbacks.
 
     Callbacks may be ``async def`` functions or plain ones. Messages are delivered one at
-    a time, in order; a slow ``on_message`` slows only its own connection (its inbound
-    buffer fills, then TCP pushes back on the peer).
+    a time, in order, by the task that reads the connection: while ``on_message`` runs
+    nothing more is read, so a slow one slows only its own connection (TCP pushes back
+    on the peer), and the keepalive does not hold it against the peer.
+
+    Because the callbacks run in the only task that reads:
+
+    * ``await conn.close()`` in a callback starts the closing handshake and returns
+      (the connection is closing); the handshake completes once the callback returns,
+      within ``close_timeout``.
+    * ``conn.ping()``, ``conn.receive()`` and ``async for msg in conn`` in a callback
+      raise :class:`trio.BusyResourceError` at once: they would wait for what only this
+      task reads. Ping from a task of your own; the keepalive pings anyway.
+    * A callback still running when the connection aborts (a peer that does not read
+      for ``write_timeout``) or when its closing handshake times out is cancelled.
+    * What the callbacks send for messages that arrived together is written in one
+      system call once they are all delivered; a callback that waits holds the
+      replies already sent for that batch until it returns.
 
     Example::
 

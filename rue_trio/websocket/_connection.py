@@ -34,6 +34,18 @@ handshake is done, and a sans-I/O :class:`~rue_trio.protocol.Protocol`, in a
   not taken yet. Then we are the slow side, not the peer; unless our writer is stuck
   on that peer, which is then the one not reading.
 
+When the owner reads. ``open_websocket_conn(..., _owner_reads=True)`` (for
+:class:`~rue_trio.WebSocketHandler`) spawns only the writer: the task that owns the
+connection runs the reader's loop itself (``_read_inline``) and calls back for each
+message it parses, under a cork (the replies to a batch go in one write). Nothing is
+buffered for :meth:`receive`, which, like :meth:`ping` from that task, fails at once: they
+would wait for what only that task reads. :meth:`close` from that task starts the closing
+handshake and returns, and the loop completes it; out of its loop (after a callback's
+exception, or on leaving the block) the task reads on until the end. The reader's scope is
+not shielded: the owner's cancellation reaches the loop, which then closes with 1001,
+shielded, and lets ``Cancelled`` go on. The keepalive holds its verdict while a callback
+runs and gives the peer ``ping_timeout`` once the loop reads again.
+
 Sending encodes in the caller's task (``protocol.encode`` masks and compresses) after
 waiting for room in the outbound queue, with no checkpoint between encoding and queueing:
 a cancelled ``send`` queued the whole message or nothing, and never advanced the
