@@ -18,12 +18,11 @@ from ._connection import Role, State, WebSocketProtocol, detach_traceback
 from ._deflate import (
     DeflateConfig,
     DeflateParams,
-    PerMessageDeflate,
     client_accept,
     client_offer,
-    compress_message,
     server_negotiate,
 )
+from ._deflate_codec import PerMessageDeflate, compress_message
 from ._events import CloseReceived, Event, Message, Ping, Pong
 from ._frames import (
     MessageType,

@@ -22,7 +22,7 @@ from rue_trio.exceptions import (
     ProtocolError,
 )
 
-from ._deflate import PerMessageDeflate
+from ._deflate_codec import PerMessageDeflate
 from ._events import Event
 from ._frames import MessageType
 
