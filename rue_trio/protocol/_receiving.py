@@ -77,6 +77,18 @@ class _ProtocolReceiving(_ProtocolSending):
         if self._reading:
             self._buf += data
 
+    @property
+    def payload_pending(self) -> int:
+        """The bytes of the current uncompressed data frame's payload not received yet.
+
+        0 between frames, and for a compressed message (whose payload is inflated only
+        as far as the caller has room). Known once the frame's header is parsed. These
+        bytes all go straight into the message being assembled (bounded by
+        ``max_message_size``), whatever room the caller has, so an I/O layer may read up
+        to that many at once: fewer, larger reads for a big message.
+        """
+        return 0 if self._frag_compressed else self._frame_left
+
     def next_events(self, max_messages: int, max_bytes: int) -> list[Event]:
         """Parse the buffered bytes into events, as far as the caller has room.
 

@@ -38,7 +38,10 @@ class ConnectionConfig:
             cap on per-frame overhead only, the byte bound is the one that matters.
         outbound_queue_bytes: bytes queued for the writer before ``send`` waits (and
             before the hub counts this connection as a slow consumer).
-        read_size: the most bytes read from the transport at once.
+        read_size: the most bytes read from the transport at once; except the rest of a
+            large uncompressed frame's payload, which is read up to
+            ``inbound_queue_bytes`` at once (it goes straight into the message being
+            assembled, bounded by the maximum message size).
     """
 
     ping_interval: float | None = 20.0

@@ -199,3 +199,29 @@ def test_server_without_limit_decodes_wide_text() -> None:
     text = "a" * 3000 + "😀"
     _, events = server_receives(raw_frame(1, text.encode()), max_message_size=None)
     assert events == [Message(TEXT, text)]
+
+
+def test_server_payload_pending_counts_what_a_large_frame_still_lacks() -> None:
+    """What a reader may read at once: the rest of the current uncompressed payload."""
+    server = WebSocketProtocol(Role.SERVER)
+    assert server.payload_pending == 0
+    frame = raw_frame(2, b"y" * 300_000)
+    server.buffer_data(frame[:1000])
+    assert server.next_event() is None
+    header = len(frame) - 300_000
+    assert server.payload_pending == 300_000 - (1000 - header)
+    server.buffer_data(frame[1000:] + raw_frame(1, b"next")[:3])
+    assert server.next_event() == Message(BINARY, b"y" * 300_000)
+    assert server.next_event() is None
+    assert server.payload_pending == 0  # between frames: a header is missing
+
+
+def test_server_payload_pending_is_zero_for_a_compressed_message() -> None:
+    """A compressed payload is inflated only as far as the caller has room: read as usual."""
+    params = DeflateParams()
+    server = WebSocketProtocol(Role.SERVER, deflate=PerMessageDeflate(params, is_server=True))
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    payload = compressor.compress(bytes(range(256)) * 400) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    server.buffer_data(raw_frame(2, payload[:-4], rsv=4)[:100])
+    assert server.next_event() is None
+    assert server.payload_pending == 0

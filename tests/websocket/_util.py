@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import trio
@@ -112,11 +112,17 @@ async def conn_pair(
     lockstep: bool = False,
     deflate: bool = False,
     max_message_size: int | None = 1 << 20,
+    server_stream_wrapper: Callable[[trio.abc.HalfCloseableStream], trio.abc.Stream] | None = None,
 ) -> AsyncIterator[tuple[WebSocketConn, WebSocketConn]]:
-    """A server connection and a client connection joined by memory streams."""
-    server_stream, client_stream = (
+    """A server connection and a client connection joined by memory streams.
+
+    ``server_stream_wrapper``, if given, wraps the server's end (to observe it).
+    """
+    server_end, client_stream = (
         trio.testing.lockstep_stream_pair() if lockstep else trio.testing.memory_stream_pair()
     )
+    wrap = server_stream_wrapper
+    server_stream = server_end if wrap is None else wrap(server_end)
     server_codec, client_codec = deflate_pair() if deflate else (None, None)
     server_protocol = WebSocketProtocol(
         Role.SERVER, max_message_size=max_message_size, deflate=server_codec
