@@ -364,7 +364,7 @@ class WebSocketHandler:
         is closed. A plain method returning the loop's awaitable: one frame less held
         by every idle connection.
         """
-        return conn._read_inline(self.on_message or _ignore)
+        return conn._run_reader(self.on_message or _ignore)
 
     async def _guarded(
         self, conn: WebSocketConn, step: Callable[[WebSocketConn], Awaitable[None]]

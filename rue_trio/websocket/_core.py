@@ -189,7 +189,7 @@ class _ConnectionCore:
         self._room_waiter = Waiter()  # the reader waiting for room in the inbound buffer
         self._receiving = False
         # When the owner task is the reader (WebSocketHandler's connections, see
-        # _ConnectionTasks._read_inline): that task, whether its read loop runs, and
+        # _ConnectionTasks._run_reader): that task, whether its read loop runs, and
         # whether it is away from reading (in a callback, or not in the loop yet).
         self._owner: trio.lowlevel.Task | None = None
         self._reading = False

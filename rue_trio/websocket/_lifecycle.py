@@ -48,7 +48,7 @@ async def open_websocket_conn(
         remote_address: the peer's ``(host, port)``; by default taken from the socket.
         config: timeouts and buffer bounds.
         _owner_reads: private to rue_trio's ``WebSocketHandler``: no reader task; the
-            owner task reads, calling back for each message (``conn._read_inline``).
+            owner task reads, calling back for each message (``conn._run_reader(deliver)``).
 
     Yields:
         The open connection.

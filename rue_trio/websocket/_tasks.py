@@ -47,7 +47,7 @@ class _ConnectionTasks(_ConnectionCore):
         """Start the writer, and the reader unless the owner task is to read.
 
         With ``owner_reads`` the task calling this is the reader: it runs the read loop
-        itself, calling back for each message (:meth:`_read_inline`), and no reader
+        itself, calling back for each message (``_run_reader(deliver)``), and no reader
         task is spawned.
         """
         if owner_reads:
@@ -67,36 +67,6 @@ class _ConnectionTasks(_ConnectionCore):
             # The writer's wait for frames ends at the first ping (see _keepalive_tick).
             self._ka_due = self._writer_scope.deadline = trio.current_time() + interval
         nursery.start_soon(self._run_writer, name="rue_trio websocket writer")
-
-    async def _read_inline(self, deliver: Deliver) -> None:
-        """Be the reader in the owner task: call ``deliver`` for each message, in order.
-
-        ``deliver(conn, type, data)`` (sync, or returning an awaitable) runs in this
-        task, between reads: while it runs nothing is read, so TCP pushes back on the
-        peer. It returns once the connection is closed.
-
-        Raises:
-            ConnectionClosedError: the connection closed abnormally.
-            Exception: ``deliver``'s own, with the connection as it was (open, or
-                closing): the caller reports it and closes (or lets the block close).
-            trio.Cancelled: the owner task was cancelled; the connection was closed
-                with 1001 first, within ``close_timeout``.
-        """
-        self._reading = True
-        try:
-            await self._run_reader(deliver)
-        except ConnectionClosed:
-            if self._protocol.state is State.OPEN:
-                raise  # not this connection's: a callback used another, closed one
-            # A callback found this connection closing: finish the closing here, then
-            # say how it ended.
-            self._reading = False
-            await self._finish_reading()
-        finally:
-            self._reading = False
-        exc = self._closed_error()
-        if not isinstance(exc, ConnectionClosedOK):
-            raise exc
 
     async def _finish_reading(self) -> None:
         """In the owner task, out of its read loop: read on until the connection ends.
@@ -127,12 +97,26 @@ class _ConnectionTasks(_ConnectionCore):
         await super()._wait_closed()
 
     async def _run_reader(self, deliver: Deliver | None = None) -> None:
-        """The reader: the reader task's body (``deliver`` is ``None``), or the owner's."""
+        """The reader: the reader task's body, or the owner task's read loop.
+
+        With ``deliver``, the owner task (see :meth:`_start`) is the reader: it calls
+        ``deliver(conn, type, data)`` (sync, or returning an awaitable) for each
+        message, in order, between reads: while it runs nothing is read, so TCP pushes
+        back on the peer. It returns once the connection is closed normally.
+
+        Raises:
+            ConnectionClosedError: (with ``deliver``) the connection closed abnormally.
+            Exception: ``deliver``'s own, with the connection as it was (open, or
+                closing): the caller reports it and closes (or lets the block close).
+            trio.Cancelled: (with ``deliver``) the owner task was cancelled; the
+                connection was closed with 1001 first, within ``close_timeout``.
+        """
         clean = False
         # A callback's exception leaves the connection as it is, for the caller.
         teardown = True
         owner_cancelled: trio.Cancelled | None = None
         callbacks = deliver is not None and deliver is not _discard
+        self._reading = callbacks
         with self._reader_scope as scope:
             try:
                 try:
@@ -146,6 +130,12 @@ class _ConnectionTasks(_ConnectionCore):
                     owner_cancelled = exc
                     scope.shield = True
                     self._start_close(1001, "going away")
+                    clean = await self._read_loop(_discard)
+                except ConnectionClosed:
+                    if not callbacks or self._protocol.state is State.OPEN:
+                        raise  # not this connection's: a callback used another one
+                    # A callback found this connection closing: no more callbacks;
+                    # finish the closing here, then say how it ended.
                     clean = await self._read_loop(_discard)
             except trio.Cancelled:
                 # The scope was cancelled: the writer failed, or the closing handshake
@@ -168,11 +158,16 @@ class _ConnectionTasks(_ConnectionCore):
                 teardown = not callbacks
                 raise
             finally:
+                self._reading = False
                 if teardown:
                     scope.shield = True
                     await self._teardown(clean)
         if owner_cancelled is not None:
             raise owner_cancelled
+        if callbacks:
+            ended = self._closed_error()
+            if not isinstance(ended, ConnectionClosedOK):
+                raise ended
         # Already a checkpoint on every way here (the teardown's); for the linter.
         await checkpoint_if_cancelled()
 

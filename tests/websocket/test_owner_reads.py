@@ -1,7 +1,7 @@
 """The owner task as the reader (WebSocketHandler's connections): callbacks between reads.
 
 ``open_websocket_conn(..., _owner_reads=True)`` spawns only the writer; the owner task runs
-the read loop with ``conn._read_inline(deliver)`` and calls ``deliver`` for each message.
+the read loop with ``conn._run_reader(deliver)`` and calls ``deliver`` for each message.
 What changes when the callbacks run in the only task that reads: backpressure, the
 keepalive, closing and pinging from a callback, errors and cancellation.
 """
@@ -34,7 +34,7 @@ Deliver = Callable[[WebSocketConn, MessageType, "str | bytes"], "Awaitable[None]
 
 
 class Served:
-    """What the owner task saw: the connection, and how ``_read_inline`` ended."""
+    """What the owner task saw: the connection, and how ``_run_reader`` ended."""
 
     def __init__(self) -> None:
         self.conn: WebSocketConn | None = None
@@ -58,7 +58,7 @@ async def serve(
         ) as conn:
             served.conn = conn
             try:
-                await conn._read_inline(deliver)
+                await conn._run_reader(deliver)
             except Exception as exc:
                 served.outcome = exc
                 if close_on_error and conn.state is State.OPEN:
