@@ -413,3 +413,51 @@ async def test_server_ping_in_on_message_fails_at_once_naming_the_fix() -> None:
     (exc,) = errors
     assert isinstance(exc, trio.BusyResourceError)
     assert "another task" in str(exc)
+
+
+async def test_server_shutdown_during_on_message_closes_1001_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The callback runs in the reading task: a shutdown cancels it, 1001, on_close once."""
+    hub = Hub()
+    entered = trio.Event()
+    cancelled: list[bool] = []
+    closes: list[int | None] = []
+
+    async def on_message(conn: WebSocketConn, msg_type: MessageType, data: str | bytes) -> None:
+        entered.set()
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            cancelled.append(True)
+            raise
+
+    handler = WebSocketHandler(
+        hub=hub, on_message=on_message, on_close=lambda conn: closes.append(conn.close_code)
+    )
+    app = app_with(handler)
+    app.add_background(hub.run)
+    async with open_test_app(app) as client, client.websocket("/ws") as conn:
+        await conn.send_text("work")
+        await entered.wait()
+        assert hub.count() == 1
+        client.shutdown()
+        with pytest.raises(ConnectionClosedOK) as info:
+            await conn.receive()
+        assert info.value.code == 1001
+        await trio.testing.wait_all_tasks_blocked()
+    assert cancelled == [True]
+    assert closes == [1001]
+    assert hub.count() == 0
+
+
+async def test_server_hub_not_running_closes_1011_without_a_reader_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The close the handler starts before any callback is finished by its own task."""
+    handler = WebSocketHandler(hub=Hub())
+    async with open_test_client(app_with(handler), "/ws") as conn:
+        with pytest.raises(ConnectionClosedError) as info:
+            await conn.receive()
+        assert info.value.code == 1011
+    assert trio.current_time() < 1
