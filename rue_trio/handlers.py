@@ -115,8 +115,7 @@ class WebSocketHandler:
     * A callback still running when the connection aborts (a peer that does not read
       for ``write_timeout``) or when its closing handshake times out is cancelled.
     * What the callbacks send for messages that arrived together is written in one
-      system call once they are all delivered; a callback that waits holds the
-      replies already sent for that batch until it returns.
+      system call when the task next yields (the next read, or a callback that waits).
 
     Example::
 

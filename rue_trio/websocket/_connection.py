@@ -37,7 +37,7 @@ handshake is done, and a sans-I/O :class:`~rue_trio.protocol.Protocol`, in a
 When the owner reads. ``open_websocket_conn(..., _owner_reads=True)`` (for
 :class:`~rue_trio.WebSocketHandler`) spawns only the writer: the task that owns the
 connection runs the reader's loop itself (``_run_reader(deliver)``) and calls back for each
-message it parses, under a cork (the replies to a batch go in one write). Nothing is
+message it parses (the replies to a batch go to the writer, in one write). Nothing is
 buffered for :meth:`receive`, which, like :meth:`ping` from that task, fails at once: they
 would wait for what only that task reads. :meth:`close` from that task starts the closing
 handshake and returns, and the loop completes it; out of its loop (after a callback's

@@ -238,6 +238,16 @@ class FrameQueue:
             and not self._through
         )
 
+    def _queue_batch(self) -> None:
+        """Send the coming frames through the writer: a reader's batch of replies.
+
+        No frame is written through until the writer has waited or the reader read
+        again (as after a write-through, see :meth:`_idle`); the writer is woken as usual
+        by the first, and writes them all with one system call when the sending task
+        yields. Unlike a cork, nothing waits for the batch's end.
+        """
+        self._through = True
+
     def _written(self, data: bytes, sent: int) -> None:
         """Everything queued, joined as ``data``, was written up to ``sent`` bytes.
 
@@ -290,12 +300,15 @@ class FrameQueue:
         """Park until a data frame of ``size`` bytes would be accepted, or accepting stops.
 
         Called when there is no room; the caller checks ``_accepting`` afterwards.
+        The writer is woken first: under a cork it was not, and only it makes room (a
+        corked batch whose replies fill the queue would otherwise wait for ever).
         Cancellation: nothing changes.
         """
         lot = self._room_lot
         if lot is None:
             lot = self._room_lot = ParkingLot()
         while True:
+            self._writer.wake()
             await lot.park()
             if not self._accepting or self._has_room(size):
                 return

@@ -480,3 +480,50 @@ async def test_server_owner_reads_batch_replies_go_in_one_write(
         peer.protocol.send_close(1000)
         await peer.flush()
         await served.done.wait()
+
+
+async def test_server_owner_reads_batch_replies_past_the_queue_bound_do_not_stall(
+    autojump_clock: MockClock,
+) -> None:
+    """Under the batch's cork, a send waiting for room still gets the writer to drain."""
+    config = ConnectionConfig(ping_interval=None, outbound_queue_bytes=1024)
+
+    async def big_reply(conn: WebSocketConn, msg_type: MessageType, data: str | bytes) -> None:
+        await conn.send_bytes(bytes(700))
+
+    async with raw_peer_of(big_reply, config) as (served, peer):
+        for i in range(4):
+            peer.protocol.send_text(f"m{i}")
+        await peer.flush()  # one write: one batch of four
+        with trio.fail_after(5):
+            replies = [await peer.next_event() for _ in range(4)]
+        assert replies == [Message(MessageType.BINARY, bytes(700))] * 4
+        peer.protocol.send_close(1000)
+        await peer.flush()
+    assert served.outcome is None
+
+
+async def test_server_owner_reads_reply_not_held_by_a_later_waiting_callback(
+    autojump_clock: MockClock,
+) -> None:
+    """In one batch, a callback that waits does not hold the replies sent before it."""
+    go_on = trio.Event()
+
+    async def reply_then_wait(
+        conn: WebSocketConn, msg_type: MessageType, data: str | bytes
+    ) -> None:
+        if data == "second":
+            await go_on.wait()  # set once the peer has the first reply
+        await conn.send(msg_type, data)
+
+    async with raw_peer_of(reply_then_wait) as (served, peer):
+        peer.protocol.send_text("first")
+        peer.protocol.send_text("second")
+        await peer.flush()  # one write: one batch of two
+        with trio.fail_after(5):
+            assert await peer.next_event() == Message(MessageType.TEXT, "first")
+        go_on.set()
+        assert await peer.next_event() == Message(MessageType.TEXT, "second")
+        peer.protocol.send_close(1000)
+        await peer.flush()
+    assert served.outcome is None
