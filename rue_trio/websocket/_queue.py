@@ -280,6 +280,8 @@ class FrameQueue:
         Cancellation: nothing changes.
         """
         await checkpoint_if_cancelled()
+        # Under a cork the writer may not have been woken for what fills the queue.
+        self._writer.wake()
         lot = self._room_lot
         if lot is None:
             lot = self._room_lot = ParkingLot()
@@ -292,6 +294,9 @@ class FrameQueue:
         Called when there is no room; the caller checks ``_accepting`` afterwards.
         Cancellation: nothing changes.
         """
+        # Under a cork the writer may not have been woken for what fills the queue: only
+        # it makes room.
+        self._writer.wake()
         lot = self._room_lot
         if lot is None:
             lot = self._room_lot = ParkingLot()
