@@ -88,7 +88,8 @@ class _ConnectionTasks(_ConnectionCore):
         returns (``close()`` in ``on_message`` starts the closing handshake and
         returns). Outside its loop, the owner task reads until the end itself.
         """
-        if not self._closed and self._owner is trio.lowlevel.current_task():
+        owner = self._owner
+        if owner is not None and not self._closed and owner is trio.lowlevel.current_task():
             if self._reading:
                 await checkpoint_if_cancelled()
             else:
