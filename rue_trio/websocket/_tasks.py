@@ -163,12 +163,20 @@ class _ConnectionTasks(_ConnectionCore):
                 if teardown:
                     scope.shield = True
                     await self._teardown(clean)
+        # Raised from locals cleared on the way out: the traceback holds this frame,
+        # which must not hold the exception (a cycle only the collector would free).
         if owner_cancelled is not None:
-            raise owner_cancelled
+            try:
+                raise owner_cancelled
+            finally:
+                del owner_cancelled
         if callbacks:
             ended = self._closed_error()
             if not isinstance(ended, ConnectionClosedOK):
-                raise ended
+                try:
+                    raise ended
+                finally:
+                    del ended
         # Already a checkpoint on every way here (the teardown's); for the linter.
         await checkpoint_if_cancelled()
 

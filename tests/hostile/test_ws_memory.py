@@ -17,7 +17,7 @@ import trio.testing
 from trio.testing import MockClock
 
 from rue_trio.exceptions import ConnectionClosed, ConnectionClosedError
-from rue_trio.protocol import Role, WebSocketProtocol
+from rue_trio.protocol import MessageType, Role, WebSocketProtocol
 from rue_trio.websocket import WebSocketConn, open_websocket_conn
 
 from ._ws import bomb_payload, client_frame, flood, held_per_connection
@@ -140,6 +140,72 @@ async def test_server_closed_connections_leave_no_cycles(autojump_clock: MockClo
     try:
         for i in range(1000):
             await one(i % 4)
+        gc.collect()
+        ours = [obj for obj in gc.garbage if _is_ours(obj)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert ours == []
+
+
+async def test_server_owner_read_connections_leave_no_cycles(autojump_clock: MockClock) -> None:
+    """The handler's way (the owner task reads): every ending, raising ones included."""
+
+    async def on_message(conn: WebSocketConn, msg_type: MessageType, data: str | bytes) -> None:
+        if data == "boom":
+            raise RuntimeError("callback bug")
+        if data == "stuck":
+            await trio.sleep_forever()
+        await conn.send(msg_type, data)
+
+    async def owner(server_stream: trio.abc.Stream) -> None:
+        async with open_websocket_conn(
+            server_stream, WebSocketProtocol(Role.SERVER), _owner_reads=True
+        ) as server:
+            try:
+                await server._run_reader(on_message)
+            except RuntimeError:
+                with trio.CancelScope(shield=True):
+                    await server.close(1011)
+            except ConnectionClosedError:
+                pass
+
+    async def one(ending: int) -> None:
+        server_stream, client_stream = trio.testing.memory_stream_pair()
+        async with (
+            trio.open_nursery() as nursery,
+            open_websocket_conn(client_stream, WebSocketProtocol(Role.CLIENT)) as client,
+        ):
+            scope = trio.CancelScope()
+
+            async def cancellable() -> None:
+                with scope:
+                    await owner(server_stream)
+
+            nursery.start_soon(cancellable)
+            if ending == 4:
+                await client._out.send(client_frame(3, b""))  # reserved opcode: 1002
+            else:
+                await client.send_text(["hello", "boom", "stuck", "stuck"][ending])
+            if ending == 0:
+                assert (await client.receive()).data == "hello"
+                await client.close()
+            elif ending == 2:
+                await trio.testing.wait_all_tasks_blocked()
+                scope.cancel()  # the owner going away: 1001
+            elif ending == 3:
+                await trio.testing.wait_all_tasks_blocked()
+                client._abort(OSError("the peer vanishes"))  # 1006
+            with contextlib.suppress(ConnectionClosed):
+                await client.receive()
+
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for i in range(500):
+            await one(i % 5)
         gc.collect()
         ours = [obj for obj in gc.garbage if _is_ours(obj)]
     finally:
