@@ -134,19 +134,7 @@ async def test_server_closed_connections_leave_no_cycles(autojump_clock: MockClo
                 with pytest.raises(ConnectionClosedError):
                     await server.receive()
 
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        for i in range(1000):
-            await one(i % 4)
-        gc.collect()
-        ours = [obj for obj in gc.garbage if _is_ours(obj)]
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
-    assert ours == []
+    assert await _garbage_of_ours(one, 4, 1000) == []
 
 
 async def test_server_owner_read_connections_leave_no_cycles(autojump_clock: MockClock) -> None:
@@ -200,19 +188,25 @@ async def test_server_owner_read_connections_leave_no_cycles(autojump_clock: Moc
             with contextlib.suppress(ConnectionClosed):
                 await client.receive()
 
+    assert await _garbage_of_ours(one, 5, 500) == []
+
+
+async def _garbage_of_ours(
+    one: Callable[[int], Awaitable[None]], endings: int, count: int
+) -> list[object]:
+    """Run ``one(i % endings)`` ``count`` times with the collector off; what only it frees."""
     gc.collect()
     gc.disable()
     gc.set_debug(gc.DEBUG_SAVEALL)
     try:
-        for i in range(500):
-            await one(i % 5)
+        for i in range(count):
+            await one(i % endings)
         gc.collect()
-        ours = [obj for obj in gc.garbage if _is_ours(obj)]
+        return [obj for obj in gc.garbage if _is_ours(obj)]
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
         gc.enable()
-    assert ours == []
 
 
 def _is_ours(obj: object) -> bool:
