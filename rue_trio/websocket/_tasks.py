@@ -205,39 +205,46 @@ class _ConnectionTasks(_ConnectionCore):
             self._set_closed()
 
     async def _run_writer(self) -> None:
-        while True:
-            scope = self._writer_scope
-            with scope:
-                await checkpoint_if_cancelled()
-                try:
-                    await self._write_loop()
-                except _TRANSPORT_ERRORS as exc:
-                    if not self._stream_closed_by_us:
+        # The loop runs in this frame (no coroutine of its own for an idle connection to
+        # keep); the flag tells _end_tasks that there is nothing left to cancel.
+        try:
+            while True:
+                scope = self._writer_scope
+                with scope:
+                    await checkpoint_if_cancelled()
+                    try:
+                        await self._write_loop()
+                    except _TRANSPORT_ERRORS as exc:
+                        if not self._stream_closed_by_us:
+                            self._abort(exc)
+                    except Exception as exc:
+                        # A bug; as in the reader, it must not reach the user's nursery.
                         self._abort(exc)
-                except Exception as exc:
-                    # A bug; as in the reader, it must not reach the user's nursery.
-                    self._abort(exc)
-            now = trio.current_time()
-            if not scope.cancelled_caught or self._reader_done or now < scope.deadline:
-                return
-            # The deadline: the write bound, or the keepalive's next step.
-            if self._writing:
-                # Cut short, the write leaves the transport unusable: abort.
-                if now >= self._keepalive_fail_at():
-                    self._keepalive_failed()
-                else:
-                    timeout = self._config.write_timeout
-                    self._abort(TimeoutError(f"a write made no progress for {timeout} s"))
-                return
-            if now >= self._ka_due:
-                try:
-                    self._keepalive_tick(now)
-                except Exception as exc:
-                    self._abort(exc)
+                if not scope.cancelled_caught or self._reader_done:
                     return
-            # Otherwise the write bound left armed after the last write (see _arm_write)
-            # ran out while the writer was idle. Go on in a fresh scope.
-            self._writer_scope = trio.CancelScope(shield=True, deadline=self._ka_due)
+                now = trio.current_time()
+                if now < scope.deadline:
+                    return
+                # The deadline: the write bound, or the keepalive's next step.
+                if self._writing:
+                    # Cut short, the write leaves the transport unusable: abort.
+                    if now >= self._keepalive_fail_at():
+                        self._keepalive_failed()
+                    else:
+                        timeout = self._config.write_timeout
+                        self._abort(TimeoutError(f"a write made no progress for {timeout} s"))
+                    return
+                if now >= self._ka_due:
+                    try:
+                        self._keepalive_tick(now)
+                    except Exception as exc:
+                        self._abort(exc)
+                        return
+                # Otherwise the write bound left armed after the last write (see _arm_write)
+                # ran out while the writer was idle. Go on in a fresh scope.
+                self._writer_scope = trio.CancelScope(shield=True, deadline=self._ka_due)
+        finally:
+            self._writer_done = True
 
     async def _write_loop(self) -> None:
         out = self._out
