@@ -4,7 +4,7 @@ Trio's ``SocketStream.receive_some`` and ``send_all`` yield to the scheduler onc
 after an operation the kernel completed at once. Opening a WebSocket reads its request
 once and writes its ``101`` once: with those two yields the connection's task took two
 task steps more (about 15 calls of Trio's each) for no wait at all
-(``bench/profile_server.py --scenario handshake``: 11 -> 9 task steps, 1,266 -> 1,151
+(``bench/profile_server.py --scenario handshake``: 11 -> 9 task steps, 1,266 -> 1,148
 calls per connection). Here the request loop tries the kernel first and awaits the
 stream only when it would block; any other stream (TLS, in-memory) goes through the
 stream. Each response still goes through the stream, so a client sending request after

@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from rue_trio.http import HTTPConnection, HTTPLimits, Lookup, Request, RouteMatch, Router
-from rue_trio.http import _connection as http_connection
+from rue_trio.http import _writing as http_writing
 from rue_trio.http._socket_io import read_now, write_now
 from tests.http._client import read_until_eof
 
@@ -114,7 +114,7 @@ async def test_101_the_kernel_takes_in_part_is_finished_through_the_stream(
     def write_part(stream: trio.abc.Stream, data: bytes) -> int:
         return write_now(stream, data[:5])
 
-    monkeypatch.setattr(http_connection, "write_now", write_part)
+    monkeypatch.setattr(http_writing, "write_now", write_part)
     async with _serving() as client:
         await client.send_all(b"GET /up HTTP/1.1\r\nhost: x\r\nupgrade: y\r\n\r\n")
         reply = await read_until_eof(client)
