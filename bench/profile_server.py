@@ -9,6 +9,7 @@ Usage (from the repository root; each run takes seconds to a minute)::
     python bench/profile_server.py --scenario abort             # open, then a TCP reset
     python bench/profile_server.py --scenario broadcast         # hub to 1,000, one at a time
     python bench/profile_server.py --scenario pingpong --server plain-trio   # the floor
+    python bench/profile_server.py --scenario handshake --server plain-trio  # TCP open, close
     python bench/profile_server.py --scenario all --top 15 --json out.json
 
 The server runs in this process on 127.0.0.1 (bench/servers.py's rue_trio echo server:
