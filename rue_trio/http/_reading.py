@@ -72,12 +72,12 @@ class _HTTPReading(_HTTPWriting):
                 scope.deadline = trio.current_time() + limits.keep_alive_timeout
             # What the kernel has at once, without the stream's schedule point (see
             # _socket_io); the stream's own read if it would block.
-            now = read_now(stream, READ_SIZE)
-            if now is None:
+            ready = read_now(stream, READ_SIZE)
+            if ready is None:
                 data = await stream.receive_some(READ_SIZE)
             else:
                 await checkpoint_if_cancelled()
-                data = now
+                data = ready
             if not data:
                 return None
             self._phase = _ACTIVE
