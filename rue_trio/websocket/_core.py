@@ -132,7 +132,6 @@ class _ConnectionCore:
         "_reader_done",
         "_reader_scope",
         "_receiver",
-        "_receiving",
         "_remote_address",
         "_request",
         "_room_waiter",
@@ -176,7 +175,6 @@ class _ConnectionCore:
         self._inbound_bytes = 0
         self._receiver = Waiter()  # the application waiting for a message
         self._room_waiter = Waiter()  # the reader waiting for room in the inbound buffer
-        self._receiving = False
         self._pings: dict[bytes, _PingWaiter] = {}
         self._connection_exc: BaseException | None = None
         # Whether this side sent the first close frame (then late messages may be dropped).
@@ -252,18 +250,10 @@ class _ConnectionCore:
             self._room_waiter.wake()
         return message
 
-    async def _wait_message(self) -> None:
-        """Sleep until a message is buffered; raise the closing exception at the end."""
-        self._receiving = True
-        try:
-            while True:
-                if self._reader_done:
-                    await self._raise_closed()
-                await self._receiver.wait()
-                if self._inbound:
-                    return
-        finally:
-            self._receiving = False
+    def _check_no_receiver(self) -> None:
+        """Refuse a second receiving task: one task waits for messages at a time."""
+        if self._receiver.task is not None:
+            raise trio.BusyResourceError("another task is already receiving on this connection")
 
     def _start_close(self, code: int, reason: str) -> None:
         protocol = self._protocol
