@@ -7,16 +7,25 @@ Run it from the repository root with the project's virtualenv (nothing to instal
     python bench/driver.py                               # full run: long
     python bench/driver.py --servers plain-trio,rue_trio --scenarios a,b,g --json out.json
     python bench/driver.py --scenarios h --members 10000 --sub-procs 2
+    python bench/driver.py --servers aiohttp,rue_trio --baseline ../before   # before/after
 
-Other flags: ``--connections N`` (f), ``--subscribers N`` and ``--bursts N`` (g, gz, gzn),
-``--members N`` (h), ``--sub-procs N`` (subscriber processes), ``--phase-timeout S``.
+``--baseline DIR`` adds the server ``rue_trio-baseline``: the same rue_trio echo and
+broadcast code of bench/servers.py, importing rue_trio from DIR instead, a checkout of an
+earlier commit (``git worktree add ../before <commit>``, then ``python setup.py build_ext
+--inplace`` there for its C accelerator). Before and after a change then share one run.
+
+Other flags: ``--repeat N`` (each scenario run N times per server, the servers taking
+turns; each cell is the run with the median server CPU), ``--connections N`` (f),
+``--subscribers N`` and ``--bursts N`` (g, gz, gzn), ``--members N`` (h), ``--sub-procs N``
+(subscriber processes), ``--phase-timeout S``.
 
 Servers (bench/servers.py, one process each, 127.0.0.1 only, port 0): ``plain-trio``
 (length-prefixed frames over a Trio TCP stream, no handshake: the floor any Trio server
 pays), ``trio-websocket``, ``websockets-trio`` (websockets' own Trio implementation,
 ``websockets.trio.server.serve``, present in the installed 17.4), ``websockets-asyncio``,
-``aiohttp`` and ``rue_trio`` (skipped with a note while ``from rue_trio import App,
-WebSocketHandler, Hub`` fails).
+``aiohttp``, ``picows`` (Cython on asyncio; its API hands over frames, not messages) and
+``rue_trio`` (skipped with a note while ``from rue_trio import App, WebSocketHandler,
+Hub`` fails).
 
 Scenarios (``--scenarios``, default all; counts are full mode / quick mode)::
 
@@ -53,7 +62,7 @@ Methodology
   bottleneck (near 100 % of one core per driver process).
 * **Ratios are taken within one run.** Rows of a-f are divided by the ``plain-trio`` row of
   the same run (the floor); rows of g, gz, gzn and h by the best WebSocket peer (lowest CPU
-  per delivery among trio-websocket, websockets-trio, websockets-asyncio and aiohttp).
+  per delivery among trio-websocket, websockets-trio, websockets-asyncio, aiohttp and picows).
   Absolute numbers move with the machine's load (other processes, CPU frequency, noisy
   neighbours on a shared host, the page cache): on this machine they moved by up to 2x
   between runs minutes apart while other jobs ran. Ratios of rows measured seconds apart move
@@ -143,10 +152,13 @@ ALL_SERVERS = [
     "websockets-trio",
     "websockets-asyncio",
     "aiohttp",
+    "picows",
     "rue_trio",
 ]
-WS_PEERS = {"trio-websocket", "websockets-trio", "websockets-asyncio", "aiohttp"}
-COMPRESSING = {"websockets-trio", "websockets-asyncio", "aiohttp", "rue_trio"}
+WS_PEERS = {"trio-websocket", "websockets-trio", "websockets-asyncio", "aiohttp", "picows"}
+COMPRESSING = {"websockets-trio", "websockets-asyncio", "aiohttp", "rue_trio", "rue_trio-baseline"}
+# --baseline DIR: rue_trio imported from another checkout (an earlier commit), same run.
+BASELINE = "rue_trio-baseline"
 ALL_SCENARIOS = ["a", "b", "c", "d", "e", "f", "g", "gz", "gzn", "h"]
 # The permessage-deflate offers of the subscribers (RFC 7692 section 7.1): gz lets the server
 # keep its compression context per connection; gzn asks it not to (server_no_context_takeover),
@@ -505,17 +517,20 @@ async def connect_many(
 # Server processes
 
 
-def child_env() -> dict[str, str]:
-    """The environment of the servers: this checkout's rue_trio first on the path."""
+def child_env(root: Path = ROOT) -> dict[str, str]:
+    """The environment of the servers: ``root``'s rue_trio (this checkout's) first on the path."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     return env
 
 
 class ServerProc:
     """One server of bench/servers.py in its own process."""
 
-    def __init__(self, name: str, mode: str, compression: bool, lifetime: float) -> None:
+    def __init__(
+        self, name: str, mode: str, compression: bool, lifetime: float, root: Path = ROOT
+    ) -> None:
+        """Start server ``name`` of bench/servers.py, importing rue_trio from ``root``."""
         cmd = [sys.executable, str(SERVERS_PY), "--server", name, "--mode", mode]
         cmd += ["--lifetime", str(lifetime)]
         if compression:
@@ -527,7 +542,7 @@ class ServerProc:
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             cwd=ROOT,
-            env=child_env(),
+            env=child_env(root),
         )
         self.port = self._read_port(limit=30.0)
         self.ps = psutil.Process(self.proc.pid)
@@ -1153,14 +1168,22 @@ async def scenario_members(
 # Harness
 
 
-def rue_trio_available() -> str | None:
-    """None if rue_trio's server API imports, else the reason it does not."""
-    probe = "from rue_trio import App, WebSocketHandler, Hub"
+def rue_trio_available(root: Path = ROOT) -> str | None:
+    """None if rue_trio's server API imports from ``root``, else the reason it does not."""
+    probe = (
+        "import rue_trio, sys; from rue_trio import App, WebSocketHandler, Hub; "
+        f"sys.exit(not rue_trio.__file__.startswith({str(root.resolve())!r}))"
+    )
     done = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, env=child_env(), capture_output=True, timeout=60
+        [sys.executable, "-c", probe],
+        cwd=root,
+        env=child_env(root),
+        capture_output=True,
+        timeout=60,
     )
     if done.returncode:
-        return done.stderr.decode(errors="replace").strip().splitlines()[-1]
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else f"rue_trio is not imported from {root}"
     return None
 
 
@@ -1172,7 +1195,12 @@ def run_one(name: str, server_name: str, cfg: dict[str, Any], args: argparse.Nam
         return Result(name, server_name, error="skipped: no permessage-deflate")
     t = args.phase_timeout
     try:
-        server = ServerProc(server_name, mode, compression, lifetime=args.server_lifetime)
+        if server_name == BASELINE:
+            server = ServerProc(
+                "rue_trio", mode, compression, args.server_lifetime, root=args.baseline
+            )
+        else:
+            server = ServerProc(server_name, mode, compression, lifetime=args.server_lifetime)
     except RuntimeError as exc:
         return Result(name, server_name, error=str(exc))
     try:
@@ -1222,6 +1250,14 @@ def fmt(x: float | None, digits: int = 1) -> str:
 
 def ratio(x: float, base: float | None) -> str:
     return f"{x / base:.2f}x" if base else "-"
+
+
+def median_run(runs: list[Result]) -> Result:
+    """The run with the median server CPU per operation (the first error if any failed)."""
+    failed = [r for r in runs if r.error]
+    if failed:
+        return failed[0]
+    return sorted(runs, key=lambda r: r.cpu_us)[(len(runs) - 1) // 2]
 
 
 def table(name: str, rows: list[Result]) -> str:
@@ -1315,6 +1351,17 @@ def main() -> None:
     parser.add_argument("--bursts", type=int, help="g, gz: bursts of messages")
     parser.add_argument("--phase-timeout", type=float, default=120.0)
     parser.add_argument("--server-lifetime", type=float, default=600.0)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per scenario and server, in turns; the table shows the median run",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of an earlier rue_trio commit: adds the server rue_trio-baseline",
+    )
     # Internal: this script re-executed as a subscriber process.
     parser.add_argument("--subscriber-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kind", default="ws", help=argparse.SUPPRESS)
@@ -1354,24 +1401,43 @@ def main() -> None:
         if reason:
             servers.remove("rue_trio")
             notes.append(f"rue_trio skipped: {reason}")
+    if args.baseline is not None:
+        reason = rue_trio_available(args.baseline)
+        if reason:
+            parser.error(f"--baseline {args.baseline}: {reason}")
+        revision = subprocess.run(
+            ["git", "-C", str(args.baseline), "log", "-1", "--format=%h %s"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        notes.append(f"{BASELINE}: rue_trio at {revision or args.baseline}")
+        index = servers.index("rue_trio") if "rue_trio" in servers else len(servers)
+        servers.insert(index, BASELINE)
     info = machine_info()
     started = time.monotonic()
     results: list[Result] = []
     for name in scenarios:
-        for server_name in servers:
-            r = run_one(name, server_name, cfg, args)
-            results.append(r)
-            status = r.error or f"{r.rate:,.0f} {r.unit}/s, {r.cpu_us:.2f} µs/op server CPU"
-            print(
-                f"[{time.monotonic() - started:6.1f}s] {name} {server_name}: {status}",
-                file=sys.stderr,
-                flush=True,
-            )
+        runs: dict[str, list[Result]] = {server_name: [] for server_name in servers}
+        # With --repeat the servers take turns, so that a change in the machine's load
+        # falls on all of them alike.
+        for _ in range(args.repeat):
+            for server_name in servers:
+                r = run_one(name, server_name, cfg, args)
+                runs[server_name].append(r)
+                status = r.error or f"{r.rate:,.0f} {r.unit}/s, {r.cpu_us:.2f} µs/op server CPU"
+                print(
+                    f"[{time.monotonic() - started:6.1f}s] {name} {server_name}: {status}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        results += [median_run(runs[server_name]) for server_name in servers]
     info["loadavg_end"] = os.getloadavg()
     info["elapsed_s"] = time.monotonic() - started
 
     mode = "quick" if args.quick else "full"
-    print(f"## WebSocket server benchmark ({mode} mode, {info['elapsed_s']:.0f} s)\n")
+    median = f", median of {args.repeat} runs" if args.repeat > 1 else ""
+    print(f"## WebSocket server benchmark ({mode} mode{median}, {info['elapsed_s']:.0f} s)\n")
     print(
         f"Python {info['python']}, {info['cpus']} CPUs, load {info['loadavg'][0]:.2f} → "
         f"{info['loadavg_end'][0]:.2f}; trio {info['trio']}, trio-websocket "
@@ -1388,6 +1454,7 @@ def main() -> None:
     if args.json:
         payload = {
             "mode": mode,
+            "repeat": args.repeat,
             "config": cfg,
             "machine": info,
             "notes": notes,

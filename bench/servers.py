@@ -352,6 +352,74 @@ async def run_aiohttp(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# picows (Cython, asyncio): the fastest Python peer, frames rather than messages
+
+
+async def run_picows(args: argparse.Namespace) -> None:
+    from picows import (
+        WSFrame,
+        WSListener,
+        WSMsgType,
+        WSTransport,
+        WSUpgradeRequest,
+        ws_create_server,
+    )
+
+    members: set[WSTransport] = set()
+    bcast = args.mode == "bcast"
+
+    class Listener(WSListener):
+        """picows' idiom: a listener per connection, called for each frame."""
+
+        def __init__(self) -> None:
+            self.parts: list[bytes] = []
+            self.type = WSMsgType.BINARY
+
+        def on_ws_connected(self, transport: WSTransport) -> None:
+            if bcast:
+                members.add(transport)
+
+        def on_ws_disconnected(self, transport: WSTransport) -> None:
+            members.discard(transport)
+
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            kind = frame.msg_type
+            if kind == WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+                transport.disconnect()
+                return
+            if kind not in (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION):
+                return  # pings are answered by picows (enable_auto_pong)
+            if kind != WSMsgType.CONTINUATION:
+                self.type = kind
+            if not frame.fin or self.parts:
+                # picows hands over frames: a fragmented message is assembled here.
+                self.parts.append(frame.get_payload_as_bytes())
+                if not frame.fin:
+                    return
+                payload = b"".join(self.parts)
+                self.parts.clear()
+            else:
+                payload = frame.get_payload_as_bytes()
+            if not bcast:
+                transport.send(self.type, payload)
+                return
+            for other in members:
+                if other is not transport:
+                    other.send(self.type, payload)
+
+    def factory(request: WSUpgradeRequest) -> Listener:
+        return Listener()
+
+    server = await ws_create_server(factory, HOST, args.port, max_frame_size=MAX_SIZE)
+    announce(server.sockets[0].getsockname()[1])
+    try:
+        await asyncio.sleep(args.lifetime)
+    finally:
+        server.close()
+
+
+# ---------------------------------------------------------------------------------------
 # rue_trio, our server
 
 
@@ -426,6 +494,7 @@ TRIO_SERVERS: dict[str, Callable[[argparse.Namespace], Awaitable[None]]] = {
 ASYNCIO_SERVERS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, None]]] = {
     "websockets-asyncio": run_websockets_asyncio,
     "aiohttp": run_aiohttp,
+    "picows": run_picows,
 }
 SERVERS = [*TRIO_SERVERS, *ASYNCIO_SERVERS]
 
