@@ -15,7 +15,7 @@ from typing import TypeVar
 import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled, wait_readable
 
-from rue_trio.protocol import Message, Pong, State
+from rue_trio.protocol import Event, Message, Pong, State
 
 from ._core import _ConnectionCore
 
@@ -85,6 +85,7 @@ class _ConnectionTasks(_ConnectionCore):
         sock = stream.socket if _WRITE_FD and type(stream) is trio.SocketStream else None
         data: bytes | bytearray = self._trailing_data
         self._trailing_data = b""
+        event: Event | None = None
         await checkpoint_if_cancelled()
         try:
             while True:
@@ -133,9 +134,11 @@ class _ConnectionTasks(_ConnectionCore):
                     self._pump()
                     if protocol.parser_exc is not None and self._connection_exc is None:
                         await self._fail_after_replies()
-                # Not kept while waiting: an idle connection would hold its last read
-                # (up to read_size bytes) for as long as it stays idle.
+                # Not kept while waiting: an idle connection would hold its last read (up
+                # to read_size bytes) and its last event (a message of up to
+                # max_message_size) for as long as it stays idle.
                 data = b""
+                event = None
                 if sock is None:
                     data = await stream.receive_some(size)
                 else:

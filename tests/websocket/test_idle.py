@@ -1,0 +1,51 @@
+"""What a connection keeps while it waits for the peer."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+import pytest
+import trio
+import trio.testing
+from trio.testing import MockClock
+
+from rue_trio.protocol import Role, WebSocketProtocol
+from rue_trio.websocket import open_websocket_conn
+
+from ..protocol._util import raw_frame
+from ._util import QUIET
+
+
+def _stream_pair(transport: str) -> tuple[trio.abc.Stream, trio.abc.Stream]:
+    if transport == "memory":
+        return trio.testing.memory_stream_pair()
+    # A socket is read through its descriptor, not through SocketStream.receive_some.
+    left, right = trio.socket.socketpair()
+    return trio.SocketStream(left), trio.SocketStream(right)
+
+
+@pytest.mark.parametrize("transport", ["memory", "socket"])
+async def test_idle_reader_drops_its_last_read(transport: str, autojump_clock: MockClock) -> None:
+    """Once a message is taken, a waiting reader no longer holds the bytes it last read."""
+    server_stream, client_stream = _stream_pair(transport)
+    protocol = WebSocketProtocol(Role.SERVER)
+    async with open_websocket_conn(server_stream, protocol, config=QUIET) as conn:
+        await trio.testing.wait_all_tasks_blocked()
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            await client_stream.send_all(raw_frame(2, b"x" * 60_000))
+            message = await conn.receive()
+            assert len(message.data) == 60_000
+            del message
+            await trio.testing.wait_all_tasks_blocked()
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        # The peer goes: the connection ends without waiting for a close frame.
+        await client_stream.aclose()
+    # Before, the reader held its last read (here the whole frame) while it waited.
+    assert held < 8 * 1024, held
