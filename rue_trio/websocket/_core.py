@@ -84,6 +84,11 @@ class _PingWaiter:
         self.rtt: float | None = None
 
 
+# The table of pings of a connection that has sent none: shared, never written (see
+# _send_ping). 64 bytes less per idle connection than a dict of its own.
+_NO_PINGS: dict[bytes, _PingWaiter] = {}
+
+
 def _peer_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
     """The ``(host, port)`` of the peer of a socket stream (under TLS too), else ``None``."""
     inner: object = stream
@@ -175,7 +180,8 @@ class _ConnectionCore:
         self._inbound_bytes = 0
         self._receiver = Waiter()  # the application waiting for a message
         self._room_waiter = Waiter()  # the reader waiting for room in the inbound buffer
-        self._pings: dict[bytes, _PingWaiter] = {}
+        # The shared empty table until the first ping (most connections never ping).
+        self._pings = _NO_PINGS
         self._connection_exc: BaseException | None = None
         # Whether this side sent the first close frame (then late messages may be dropped).
         self._closing_first = False
@@ -233,7 +239,10 @@ class _ConnectionCore:
         self._protocol.send_ping(data)
         self._pump()
         waiter = _PingWaiter(trio.current_time())
-        self._pings[data] = waiter
+        pings = self._pings
+        if pings is _NO_PINGS:
+            pings = self._pings = {}
+        pings[data] = waiter
         self._pings_sent += 1
         return waiter
 

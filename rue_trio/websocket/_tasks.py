@@ -17,7 +17,7 @@ from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled, w
 
 from rue_trio.protocol import Event, Message, Pong, State
 
-from ._core import _ConnectionCore
+from ._core import _NO_PINGS, _ConnectionCore
 
 # One write is capped at this size (unless a single frame is bigger): big enough to
 # amortize the system call, small enough not to hold megabytes in one joined copy.
@@ -204,7 +204,7 @@ class _ConnectionTasks(_ConnectionCore):
             self._out._close()
             for waiter in self._pings.values():
                 waiter.event.set()
-            self._pings.clear()
+            self._pings = _NO_PINGS
             self._ka_due = math.inf
             if self._stream_closed_by_us:
                 # The writer closed it after the closing handshake.
