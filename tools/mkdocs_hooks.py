@@ -2,7 +2,7 @@
 
 mkdocstrings gives a type it cannot link (``Role``, ``MessageType.TEXT`` seen through a
 private module) a tooltip with the type's full path, which names the private module it
-is defined in (``rue_trio.protocol._connection.Role``). Every such name is re-exported by
+is defined in (``rue_trio.protocol._state.Role``). Every such name is re-exported by
 its package, so the tooltip shows the public path instead
 (``rue_trio.protocol.Role``); a private constant gets no tooltip at all.
 """

@@ -8,16 +8,12 @@
 * :class:`Request` is what a route sees.
 """
 
-from rue_trio.http._connection import (
-    READ_SIZE,
-    Dispatch,
-    HeaderList,
-    HTTPConnection,
-    HTTPLimits,
-    Lookup,
-)
+from rue_trio.http._connection import Dispatch, HTTPConnection, Lookup
+from rue_trio.http._core import READ_SIZE
+from rue_trio.http._limits import HTTPLimits
 from rue_trio.http._request import Request, split_target
 from rue_trio.http._router import ALL_METHODS, MethodNotAllowed, RouteMatch, Router
+from rue_trio.http._writing import HeaderList
 
 __all__ = [
     "ALL_METHODS",

@@ -6,16 +6,23 @@ validate and build the HTTP upgrade of RFC 6455 section 4; :func:`encode_message
 message into its frame once, for broadcasting.
 """
 
+from ._client_handshake import (
+    ClientHandshake,
+    WebSocketURI,
+    check_response,
+    client_request,
+    generate_key,
+    parse_uri,
+)
 from ._connection import Role, State, WebSocketProtocol, detach_traceback
 from ._deflate import (
     DeflateConfig,
     DeflateParams,
-    PerMessageDeflate,
     client_accept,
     client_offer,
-    compress_message,
     server_negotiate,
 )
+from ._deflate_codec import PerMessageDeflate, compress_message
 from ._events import CloseReceived, Event, Message, Ping, Pong
 from ._frames import (
     MessageType,
@@ -27,16 +34,10 @@ from ._frames import (
     parse_close_payload,
 )
 from ._handshake import (
-    ClientHandshake,
     ServerHandshake,
     UpgradeRequest,
-    WebSocketURI,
     accept_key,
     accept_response,
-    check_response,
-    client_request,
-    generate_key,
-    parse_uri,
     select_subprotocol,
     server_handshake,
     validate_upgrade_request,

@@ -1,6 +1,6 @@
 """Frame-level pieces of RFC 6455 section 5: opcodes, the frame encoder, close payloads.
 
-The parser lives in :mod:`rue_trio.protocol._connection`, inlined into the state machine's
+The parser lives in :mod:`rue_trio.protocol._receiving`, inlined into the state machine's
 receive loop because that loop is the hottest code in the library. What is here is what the
 sending side and a broadcasting hub need: turning a message into frame bytes once.
 """

@@ -19,7 +19,7 @@ from rue_trio.http import (
     RouteMatch,
     Router,
 )
-from rue_trio.http._connection import _date
+from rue_trio.http._writing import _date
 from tests.http._client import Client, parse_replies, parse_reply, read_until_eof
 
 Handler = Callable[[HTTPConnection, Request], Awaitable[None]]

@@ -27,12 +27,11 @@ from rue_trio.exceptions import MessageTooBigError, NegotiationError, ProtocolEr
 from rue_trio.protocol._deflate import (
     DeflateConfig,
     DeflateParams,
-    PerMessageDeflate,
     client_accept,
     client_offer,
-    compress_message,
     server_negotiate,
 )
+from rue_trio.protocol._deflate_codec import PerMessageDeflate, compress_message
 
 window_bits = st.integers(min_value=8, max_value=15)
 optional_bits = st.none() | window_bits

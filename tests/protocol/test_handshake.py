@@ -29,17 +29,19 @@ from rue_trio.exceptions import (
     InvalidURIError,
     NegotiationError,
 )
-from rue_trio.protocol._deflate import DeflateConfig, DeflateParams
-from rue_trio.protocol._handshake import (
-    GUID,
-    UpgradeRequest,
+from rue_trio.protocol._client_handshake import (
     WebSocketURI,
-    accept_key,
-    accept_response,
     check_response,
     client_request,
     generate_key,
     parse_uri,
+)
+from rue_trio.protocol._deflate import DeflateConfig, DeflateParams
+from rue_trio.protocol._handshake import (
+    GUID,
+    UpgradeRequest,
+    accept_key,
+    accept_response,
     select_subprotocol,
     server_handshake,
     validate_upgrade_request,
