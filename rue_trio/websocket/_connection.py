@@ -83,7 +83,7 @@ from rue_trio.protocol import (
 )
 
 from ._config import ConnectionStatistics
-from ._core import HandshakeRequest
+from ._core import HandshakeRequest, _new_id
 from ._tasks import _ConnectionTasks
 
 __all__ = ["HandshakeRequest", "WebSocketConn"]
@@ -116,12 +116,17 @@ class WebSocketConn(_ConnectionTasks):
 
     def __repr__(self) -> str:
         role = self._protocol.role.value
-        return f"<WebSocketConn id={self._id} {role} {self._protocol.state.name}>"
+        return f"<WebSocketConn id={self.id} {role} {self._protocol.state.name}>"
 
     @property
     def id(self) -> str:
         """A unique, printable identifier: 16 hex digits, random (unique across nodes)."""
-        return self._id
+        # Drawn when first asked for: most idle connections never are (their log lines
+        # are off by default), and the string costs 67 bytes (bench/idle_memory.py).
+        ident = self._id
+        if ident is None:
+            ident = self._id = _new_id()
+        return ident
 
     @property
     def role(self) -> Role:

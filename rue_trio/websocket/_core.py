@@ -169,7 +169,7 @@ class _ConnectionCore:
         self._request = request
         self._subprotocol = subprotocol
         self._remote_address = remote_address or _peer_address(stream)
-        self._id = _new_id()
+        self._id: str | None = None  # drawn when first asked for (see WebSocketConn.id)
         self._out = FrameQueue(config.outbound_queue_messages, config.outbound_queue_bytes)
         # A list, not a deque: an empty list costs 56 bytes where a deque allocates a
         # 64-slot block at once, and most connections are idle most of the time.
