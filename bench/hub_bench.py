@@ -47,6 +47,9 @@ class DequeMember:
         frames.append(frame)
         return len(frames) * len(frame)
 
+    def _hub_flush(self) -> None:
+        pass
+
     def close_nowait(self, code: int, reason: str) -> None:
         # 1001 when the hub shuts down at the end of a run; never a slow consumer here.
         assert code == 1001, (code, reason)
@@ -68,6 +71,9 @@ class ChannelMember:
 
     def _hub_encode(self, type: MessageType, data: str | bytes) -> bytes:
         return encode_message(type, data)
+
+    def _hub_flush(self) -> None:
+        pass
 
     def close_nowait(self, code: int, reason: str) -> None:
         # 1001 when the hub shuts down at the end of a run; never a slow consumer here.

@@ -97,6 +97,7 @@ def _check_member(member: Member, action: str) -> Member:
         ok = (
             isinstance(member.id, str)
             and callable(member._hub_offer)
+            and callable(member._hub_flush)
             and callable(member._hub_encode)
             and callable(member.close_nowait)
         )

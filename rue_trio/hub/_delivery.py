@@ -30,7 +30,7 @@ _BROKEN: Final = 2  # its port raised something else: logged, removed, closed wi
 class _Entry:
     """A registered member and what the delivery loop needs of it, looked up once."""
 
-    __slots__ = ("encode", "id", "key", "member", "rooms", "send")
+    __slots__ = ("encode", "flush", "id", "key", "member", "rooms", "send")
 
     def __init__(self, member: Member, member_id: str) -> None:
         self.member = member
@@ -38,6 +38,7 @@ class _Entry:
         self.key = member._hub_encode_key
         self.send: _SendNowait = member._hub_offer
         self.encode = member._hub_encode
+        self.flush: Callable[[], None] = member._hub_flush
         # A dict rather than a set: leave events come out in the order of the joins.
         self.rooms: dict[str, None] = {}
 
@@ -91,6 +92,7 @@ def _offer(
     skip: str | None,
     high_water: int,
     failed: list[tuple[str, int]],
+    unflushed: list[Callable[[], None]],
 ) -> tuple[int, int, int]:
     """Offer one message to a group of members, never waiting for any of them.
 
@@ -98,7 +100,11 @@ def _offer(
     otherwise, with ``share``, the first member able to encode makes the frame of the
     whole group (equal keys), and without, each member encodes its own. A member's
     refusal is appended to ``failed`` with its :func:`_failure` code, for the caller to
-    settle after the loop.
+    settle after the loop. The ``_hub_flush`` of a member whose queue this offer made
+    non-empty is appended to ``unflushed``: offers do not wake the member's writer, and
+    the actor flushes each such member once, when its batch of commands is done. A
+    queue that was not empty needs no flush of ours: its writer was woken already, or the
+    cork scope, or the earlier offer of this batch, that queued its frames flushes them.
 
     Returns:
         The members offered to, the frames encoded, and the most bytes a member had
@@ -122,6 +128,8 @@ def _offer(
         except Exception as exc:
             failed.append((member_id, _failure(member_id, exc)))
         else:
+            if queued == len(frame):
+                unflushed.append(entry.flush)
             if queued > high_water:
                 crowded = queued
     return offered, encodes, crowded

@@ -75,7 +75,7 @@ class Member(Protocol):
         ...
 
     def _hub_offer(self, frame: bytes) -> int:
-        """Queue a frame for sending, or refuse it at once.
+        """Queue a frame for sending, or refuse it at once; :meth:`_hub_flush` sends it.
 
         Args:
             frame: the complete frame bytes; the hub may hand the same object to many
@@ -89,6 +89,17 @@ class Member(Protocol):
                 full: the hub applies its slow-consumer policy.
             trio.ClosedResourceError: the connection is closed; the hub forgets it.
             trio.BrokenResourceError: the connection is gone; the hub forgets it.
+        """
+        ...
+
+    def _hub_flush(self) -> None:
+        """Send what was offered: the hub has offered everything of its current batch.
+
+        A frame offered to an empty queue may wait for this call (a connection does not
+        wake its writer for each offer, so that a batch costs one write). The hub calls
+        it once per batch of commands for each member whose queue one of its offers made
+        non-empty (the offer returned the frame's own length). Must not raise for a
+        closed or broken connection.
         """
         ...
 

@@ -68,6 +68,8 @@ class _Membership:
         # broadcast since the actor last yielded.
         self._crowded = False
         self._unpaced = 0
+        # The flushes owed at the end of the current batch (see _serve and _offer).
+        self._unflushed: list[Callable[[], None]] = []
         self._backplane = backplane
         self._remote_buffer = remote_buffer
         self._policy: Literal["close", "drop"] = policy
@@ -291,7 +293,9 @@ class _Membership:
         for type_, data in frames:
             failed: list[tuple[str, int]] = []
             frame = encode_message(type_, data) if plain else None
-            _offer(group, frame, True, type_, data, None, self._high_water, failed)
+            _offer(
+                group, frame, True, type_, data, None, self._high_water, failed, self._unflushed
+            )
             if failed:
                 self._settle(failed)
                 if failed[0][1] != _SLOW or self._policy == "close":

@@ -242,7 +242,10 @@ class WebSocketConn(_ConnectionTasks):
         return protocol.encode(type, data)
 
     def _hub_offer(self, frame: bytes) -> int:
-        """Queue a complete frame valid on this connection, without waiting.
+        """Queue a complete frame valid on this connection, without waiting or waking.
+
+        The writer is not woken: the hub calls :meth:`_hub_flush` once it has offered
+        its batch.
 
         Args:
             frame: from :meth:`_hub_encode`, or a shared frame for this connection's
@@ -257,7 +260,17 @@ class WebSocketConn(_ConnectionTasks):
         """
         if not frame:
             raise trio.WouldBlock
-        return self._out.send_nowait(frame)
+        return self._out._offer_quietly(frame)
+
+    def _hub_flush(self) -> None:
+        """Write what the hub offered, once it has offered a batch: one write per batch.
+
+        :meth:`_hub_offer` queues without waking the writer; the hub calls this once per
+        member and batch of commands, after it has offered everything. When the writer
+        was idle, the frames are written through by the hub's task (no writer woken); the
+        rest goes to the writer. See :meth:`_flush`.
+        """
+        self._flush()
 
     def close_nowait(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake without waiting for it; idempotent.
@@ -330,7 +343,7 @@ class WebSocketConn(_ConnectionTasks):
             if not out._is_accepting():
                 await self._raise_closed_to_sender()
         # No checkpoint from here on: the message is encoded and queued at once.
-        out._append(self._protocol.encode(message_type, data))
+        self._put(self._protocol.encode(message_type, data))
         self._messages_sent += 1
 
     def send_nowait(
@@ -355,7 +368,7 @@ class WebSocketConn(_ConnectionTasks):
             raise self._closed_error()
         if not out._has_room(_frame_estimate(data)):
             raise trio.WouldBlock
-        out._append(self._protocol.encode(message_type, data))
+        self._put(self._protocol.encode(message_type, data))
         self._messages_sent += 1
 
     async def send_text(self, text: str) -> None:

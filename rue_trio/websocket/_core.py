@@ -140,6 +140,7 @@ class _ConnectionCore:
         "_remote_address",
         "_request",
         "_room_waiter",
+        "_sock",
         "_state",
         "_stream",
         "_stream_closed_by_us",
@@ -171,6 +172,13 @@ class _ConnectionCore:
         self._remote_address = remote_address or _peer_address(stream)
         self._id: str | None = None  # drawn when first asked for (see WebSocketConn.id)
         self._out = FrameQueue(config.outbound_queue_messages, config.outbound_queue_bytes)
+        # The socket a sending task may write to itself when the writer is idle (see
+        # _ConnectionTasks._put), and the reader reads through its descriptor: a plain
+        # socket whose descriptor os.write and os.read take; None for TLS, memory streams
+        # and Windows, which always go through the stream.
+        self._sock = (
+            stream.socket if os.name == "posix" and type(stream) is trio.SocketStream else None
+        )
         # A list, not a deque: an empty list costs 56 bytes where a deque allocates a
         # 64-slot block at once, and most connections are idle most of the time.
         self._inbound: list[Message] = []

@@ -77,11 +77,13 @@ class FrameQueue:
     __slots__ = (
         "_accepting",
         "_closed",
+        "_corked",
         "_frames",
         "_max_bytes",
         "_max_frames",
         "_nbytes",
         "_room_lot",
+        "_through",
         "_writer",
     )
 
@@ -110,6 +112,12 @@ class FrameQueue:
         self._writer = Waiter()
         self._accepting = True
         self._closed = False
+        # How many cork scopes are open (see the connection's _cork): while any is, data
+        # frames are queued without waking the writer, and nothing is written through.
+        self._corked = 0
+        # Whether a frame was written through since the writer last waited or the
+        # reader last read (see _idle).
+        self._through = False
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -129,14 +137,10 @@ class FrameQueue:
             trio.BrokenResourceError: the connection is closing or closed.
             ValueError: ``frame`` is empty.
         """
-        if not self._accepting:
-            raise trio.BrokenResourceError("the WebSocket connection is closing")
-        if not self._has_room():
-            raise trio.WouldBlock
-        if not frame:
-            raise ValueError("a frame cannot be empty")
-        self._append(frame)
-        return self._nbytes
+        queued = self._offer_quietly(frame)
+        if self._writer.task is not None and not self._corked:
+            self._writer.wake()
+        return queued
 
     async def send(self, frame: bytes) -> None:
         """Queue a complete encoded frame, waiting for room if the queue is full.
@@ -187,13 +191,68 @@ class FrameQueue:
     def _wait_frames(self) -> Coroutine[Any, Any, object]:
         """Sleep until a frame is queued or the queue closes: ``await queue._wait_frames()``.
 
-        For the one writer task; a plain method, as :meth:`Waiter.wait`.
+        For the one writer task; a plain method, as :meth:`Waiter.wait`. A waiting writer
+        writes nothing: frames may be written through again (see :meth:`_idle`).
         """
+        self._through = False
         return self._writer.wait()
 
     def _wake_writer(self) -> None:
         """Wake the writer if it waits for frames (to look at its deadline again)."""
         self._writer.wake()
+
+    def _offer_quietly(self, frame: bytes) -> int:
+        """:meth:`send_nowait` without waking the writer: the caller flushes later.
+
+        The hub offers a batch of broadcasts this way, then flushes each member once (the
+        connection's ``_hub_flush``): one write per member and batch, and no writer woken
+        when the kernel takes it all.
+
+        Raises:
+            trio.WouldBlock, trio.BrokenResourceError, ValueError: as :meth:`send_nowait`.
+        """
+        if not self._accepting:
+            raise trio.BrokenResourceError("the WebSocket connection is closing")
+        if not self._has_room():
+            raise trio.WouldBlock
+        if not frame:
+            raise ValueError("a frame cannot be empty")
+        self._frames.append(frame)
+        self._nbytes += len(frame)
+        return self._nbytes
+
+    def _idle(self) -> bool:
+        """Whether the sending task may write a frame itself instead of queueing it.
+
+        The writer waits for frames (so nothing is being written), nothing is queued (so
+        the frame goes next), no cork scope is open, and nothing was written through
+        since the writer last waited or the reader last read. The last rule keeps a task
+        that sends a burst without reading (a push loop, a history replay) from making
+        one system call per message: its first message goes at once, the rest are
+        queued for the writer, which writes them together when the task yields.
+        """
+        return (
+            self._writer.task is not None
+            and not self._frames
+            and not self._corked
+            and not self._through
+        )
+
+    def _written(self, data: bytes, sent: int) -> None:
+        """Everything queued, joined as ``data``, was written up to ``sent`` bytes.
+
+        The rest (if any) is queued as one frame, in front; the caller wakes the writer
+        for it. Senders waiting for room are released as by :meth:`_take`.
+        """
+        if sent < len(data):
+            self._frames = [data[sent:]]
+            self._nbytes = len(data) - sent
+        else:
+            self._frames = []
+            self._nbytes = 0
+        lot = self._room_lot
+        if lot:
+            lot.unpark_all()
 
     def _has_room(self, size: int = 1) -> bool:
         """The room rule, in one place: whether a data frame of ``size`` bytes is accepted.
@@ -221,6 +280,8 @@ class FrameQueue:
         Cancellation: nothing changes.
         """
         await checkpoint_if_cancelled()
+        # Under a cork the writer may not have been woken for what fills the queue.
+        self._writer.wake()
         lot = self._room_lot
         if lot is None:
             lot = self._room_lot = ParkingLot()
@@ -233,6 +294,9 @@ class FrameQueue:
         Called when there is no room; the caller checks ``_accepting`` afterwards.
         Cancellation: nothing changes.
         """
+        # Under a cork the writer may not have been woken for what fills the queue: only
+        # it makes room.
+        self._writer.wake()
         lot = self._room_lot
         if lot is None:
             lot = self._room_lot = ParkingLot()
@@ -242,9 +306,10 @@ class FrameQueue:
                 return
 
     def _append(self, frame: bytes) -> None:
+        """Queue a frame and wake the writer, unless a cork scope will flush it."""
         self._frames.append(frame)
         self._nbytes += len(frame)
-        if self._writer.task is not None:
+        if self._writer.task is not None and not self._corked:
             self._writer.wake()
 
     def _append_control(self, frame: bytes) -> None:
@@ -259,7 +324,10 @@ class FrameQueue:
         if not frame:
             # Nothing may follow the end of the transport.
             self._stop_accepting()
-        self._append(frame)
+        self._frames.append(frame)
+        self._nbytes += len(frame)
+        # Woken even under a cork: a pong or the close must not wait for the scope's end.
+        self._writer.wake()
 
     def _stop_accepting(self) -> None:
         """Refuse data frames from now on; what is queued is still written."""

@@ -24,6 +24,7 @@ class FakeMember:
         self.evictions: list[tuple[int, str]] = []
         self.closing = False
         self.send_error: type[Exception] | None = None
+        self.flushes = 0
 
     def _hub_encode(self, type: MessageType, data: str | bytes) -> bytes:
         if self.closing:
@@ -38,6 +39,9 @@ class FakeMember:
             raise trio.WouldBlock
         self.frames.append(frame)
         return sum(map(len, self.frames))
+
+    def _hub_flush(self) -> None:
+        self.flushes += 1
 
     def close_nowait(self, code: int, reason: str) -> None:
         self.evictions.append((code, reason))

@@ -431,3 +431,32 @@ async def test_hub_broadcast_below_high_water_keeps_batches(nursery: trio.Nurser
     await hub.flush()
     assert len(member.frames) == 500
     assert hub.statistics().paced == 0
+
+
+async def test_hub_flushes_each_member_once_per_batch(nursery: trio.Nursery) -> None:
+    """Offers do not wake a member's writer: the actor flushes each member once a batch.
+
+    A burst queued without yielding is one batch (up to 65 commands): one flush per
+    member, however many broadcasts reached it; a member the batch did not reach is not
+    flushed.
+    """
+    hub = await start_hub(nursery)
+    members = [FakeMember(f"m{i}") for i in range(3)]
+    for member in members:
+        await hub.register(member)
+    outsider = FakeMember("outsider")
+    await hub.join("room", members[0])
+    await hub.join("room", members[1])
+    await hub.register(outsider)
+    await hub.flush()
+    for i in range(40):
+        hub.broadcast_nowait(TEXT, f"m{i}", room="room")
+    await hub.flush()
+    assert [member.flushes for member in members] == [1, 1, 0]
+    assert outsider.flushes == 0
+    assert members[1].payloads() == [f"m{i}".encode() for i in range(40)]
+    # The offer that made a queue non-empty asks for the flush; the fake never empties
+    # its queue, so a later batch adds no flush.
+    hub.broadcast_nowait(TEXT, "again", room="room")
+    await hub.flush()
+    assert [member.flushes for member in members] == [1, 1, 0]

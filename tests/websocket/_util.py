@@ -23,6 +23,17 @@ from rue_trio.websocket import ConnectionConfig, WebSocketConn, open_websocket_c
 QUIET = ConnectionConfig(ping_interval=None)
 
 
+class WriterSteps(trio.abc.Instrument):
+    """Counts the steps of the tasks named as the connection's writer."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name == "rue_trio websocket writer":
+            self.steps += 1
+
+
 class WrappedStream(trio.abc.HalfCloseableStream):
     """A stream that forwards to another one, counting writes and able to fail on demand.
 

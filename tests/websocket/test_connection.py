@@ -25,7 +25,7 @@ from rue_trio.protocol import (
 )
 from rue_trio.websocket import ConnectionConfig, open_websocket_conn
 
-from ._util import QUIET, RawPeer, WrappedStream, conn_pair
+from ._util import QUIET, RawPeer, WrappedStream, WriterSteps, conn_pair
 
 
 @dataclass(frozen=True)
@@ -429,22 +429,16 @@ async def test_server_identity_defaults_and_app_state_is_per_connection(
         assert (server.user, server.meta["name"]) == ("ada", "Ada")
 
 
-class _WriterSteps(trio.abc.Instrument):
-    """Counts the steps of the tasks named as the connection's writer."""
-
-    def __init__(self) -> None:
-        self.steps = 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task.name == "rue_trio websocket writer":
-            self.steps += 1
-
-
 async def test_server_complete_socket_write_takes_one_writer_step() -> None:
-    """The kernel takes a small frame at once: the writer does not yield after it."""
+    """The kernel takes a small frame at once: the writer does not yield after it.
+
+    Two sends a round: the first is written through by the sending task (the writer is
+    idle), the second goes to the writer (one write-through until the writer or the reader
+    runs again), which writes it in one step.
+    """
     left, right = trio.socket.socketpair()
     peer = trio.SocketStream(right)
-    counter = _WriterSteps()
+    counter = WriterSteps()
     config = ConnectionConfig(ping_interval=None, close_timeout=1)
     with trio.fail_after(10):
         async with open_websocket_conn(
@@ -455,7 +449,11 @@ async def test_server_complete_socket_write_takes_one_writer_step() -> None:
             try:
                 for _ in range(10):
                     await conn.send_text("x")
-                    assert await peer.receive_some(100) == b"\x81\x01x"
+                    await conn.send_text("y")
+                    received = b""
+                    while len(received) < 6:
+                        received += await peer.receive_some(100)
+                    assert received == b"\x81\x01x\x81\x01y"
             finally:
                 trio.lowlevel.remove_instrument(counter)
             client = WebSocketProtocol(Role.CLIENT)

@@ -57,6 +57,7 @@ async def test_server_encode_then_send_frame_nowait_delivers(autojump_clock: Moc
         for text in ("one", "two"):
             server._hub_offer(server._hub_encode(MessageType.TEXT, text))
         server._hub_offer(encode_message(MessageType.BINARY, b"plain frame"))
+        server._hub_flush()  # offers do not wake the writer: the hub flushes its batch
         assert await client.receive() == Message(MessageType.TEXT, "one")
         assert await client.receive() == Message(MessageType.TEXT, "two")
         assert await client.receive() == Message(MessageType.BINARY, b"plain frame")
@@ -73,6 +74,7 @@ async def test_server_encode_queue_full_context_untouched(autojump_clock: MockCl
         server_stream, WebSocketProtocol(Role.SERVER, deflate=server_codec), config=config
     ) as server:
         server._hub_offer(server._hub_encode(MessageType.TEXT, text + "1"))
+        server._hub_flush()
         await trio.testing.wait_all_tasks_blocked()  # the writer holds it
         server._hub_offer(server._hub_encode(MessageType.TEXT, text + "2"))
         frame = server._hub_encode(MessageType.TEXT, text + "dropped")
@@ -85,6 +87,7 @@ async def test_server_encode_queue_full_context_untouched(autojump_clock: MockCl
             assert (await client.receive()).data == text + "1"
             assert (await client.receive()).data == text + "2"
             server._hub_offer(server._hub_encode(MessageType.TEXT, text + "3"))
+            server._hub_flush()
             assert (await client.receive()).data == text + "3"
 
 
@@ -93,6 +96,7 @@ async def test_server_send_frame_nowait_full_would_block(autojump_clock: MockClo
     async with conn_pair(server_config=config, lockstep=True) as (server, _client):
         frame = encode_message(MessageType.TEXT, "x")
         server._hub_offer(frame)
+        server._hub_flush()
         await trio.testing.wait_all_tasks_blocked()
         server._hub_offer(frame)
         server._hub_offer(frame)
