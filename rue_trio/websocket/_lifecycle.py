@@ -83,7 +83,14 @@ class _ConnectionBlock:
     async def __aenter__(self) -> WebSocketConn:
         manager = self._manager = trio.open_nursery()
         nursery = await manager.__aenter__()
-        self._conn._start(nursery)
+        try:
+            self._conn._start(nursery)
+        except BaseException as exc:
+            # Not expected (tasks started in a fresh nursery); the nursery is left all the
+            # same, or Trio's stack of scopes would be corrupt.
+            self._manager = None
+            await manager.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         return self._conn
 
     async def __aexit__(

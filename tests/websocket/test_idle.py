@@ -11,7 +11,7 @@ import trio.testing
 from trio.testing import MockClock
 
 from rue_trio.protocol import Role, WebSocketProtocol
-from rue_trio.websocket import open_websocket_conn
+from rue_trio.websocket import WebSocketConn, open_websocket_conn
 
 from ..protocol._util import raw_frame
 from ._util import QUIET
@@ -49,3 +49,21 @@ async def test_idle_reader_drops_its_last_read(transport: str, autojump_clock: M
         await client_stream.aclose()
     # Before, the reader held its last read (here the whole frame) while it waited.
     assert held < 8 * 1024, held
+
+
+async def test_block_that_cannot_start_its_tasks_leaves_its_nursery(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """open_websocket_conn's block is a plain object: a failed start still exits its nursery."""
+
+    def broken_start(self: WebSocketConn, nursery: trio.Nursery) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(WebSocketConn, "_start", broken_start)
+    server_stream, _ = trio.testing.memory_stream_pair()
+    with pytest.RaisesGroup(RuntimeError):
+        async with open_websocket_conn(server_stream, WebSocketProtocol(Role.SERVER)):
+            pytest.fail("the block ran")
+    # Trio's scopes are intact: this task can still be cancelled and checkpoint.
+    with trio.move_on_after(0):
+        await trio.sleep_forever()
