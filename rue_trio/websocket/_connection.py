@@ -459,7 +459,8 @@ class WebSocketConn(_ConnectionTasks):
                 (a transport error, a protocol violation, a timeout).
             trio.BusyResourceError: another task is already receiving.
         """
-        self._check_no_receiver()
+        if self._receiver.task is not None:
+            raise self._busy_receiving()
         await checkpoint_if_cancelled()
         # The wait is inline (here and in __anext__), not a coroutine of its own: an idle
         # connection's task parks in one frame less (bench/idle_memory.py).
@@ -481,6 +482,10 @@ class WebSocketConn(_ConnectionTasks):
         message = await self.receive()
         return json.loads(message.data)
 
+    def _busy_receiving(self) -> trio.BusyResourceError:
+        """What a second task receiving gets: one task waits for messages at a time."""
+        return trio.BusyResourceError("another task is already receiving on this connection")
+
     def __aiter__(self) -> WebSocketConn:
         return self
 
@@ -494,7 +499,8 @@ class WebSocketConn(_ConnectionTasks):
         """
         # receive() but for the end of the iteration, not awaited through it: one
         # coroutine less per message on the hot path of ``async for message in conn``.
-        self._check_no_receiver()
+        if self._receiver.task is not None:
+            raise self._busy_receiving()
         await checkpoint_if_cancelled()
         while not self._inbound:
             if self._reader_done:

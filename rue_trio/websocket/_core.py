@@ -267,11 +267,6 @@ class _ConnectionCore:
             self._room_waiter.wake()
         return message
 
-    def _check_no_receiver(self) -> None:
-        """Refuse a second receiving task: one task waits for messages at a time."""
-        if self._receiver.task is not None:
-            raise trio.BusyResourceError("another task is already receiving on this connection")
-
     def _start_close(self, code: int, reason: str) -> None:
         protocol = self._protocol
         if protocol.state is State.OPEN:
