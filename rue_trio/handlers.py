@@ -242,7 +242,13 @@ class WebSocketHandler:
                         await self.hub.register(conn)
                     connected = conn  # from here on, on_close runs whatever happens
                     if await self._guarded(conn, self._connect):
-                        await self._receive(conn)
+                        # Guarded here, not through _guarded: this task waits in
+                        # _receive for the connection's whole life, and each frame it
+                        # holds meanwhile costs about 250 bytes (bench/idle_memory.py).
+                        try:
+                            await self._receive(conn)
+                        except Exception as exc:
+                            await self._ended(conn, exc)
                 finally:
                     if self.hub is not None:
                         with trio.move_on_after(_CLEANUP_TIMEOUT) as scope:
@@ -340,26 +346,19 @@ class WebSocketHandler:
             await trio.lowlevel.checkpoint_if_cancelled()
 
     async def _receive(self, conn: WebSocketConn) -> None:
-        """Deliver the messages to ``on_message``, one at a time, in order.
-
-        Guarded in its own frame, not through :meth:`_guarded`: an idle connection's task
-        waits here for its whole life, and each frame held costs about 250 bytes.
-        """
+        """Deliver the messages to ``on_message``, one at a time, in order."""
         on_message = self.on_message
-        try:
-            if on_message is None:
-                async for _ in conn:
-                    pass
-            elif inspect.iscoroutinefunction(on_message):
-                async for msg in conn:
-                    await on_message(conn, msg.type, msg.data)
-            else:
-                async for msg in conn:
-                    result = on_message(conn, msg.type, msg.data)
-                    if result is not None:
-                        await result
-        except Exception as exc:
-            await self._ended(conn, exc)
+        if on_message is None:
+            async for _ in conn:
+                pass
+        elif inspect.iscoroutinefunction(on_message):
+            async for msg in conn:
+                await on_message(conn, msg.type, msg.data)
+        else:
+            async for msg in conn:
+                result = on_message(conn, msg.type, msg.data)
+                if result is not None:
+                    await result
 
     async def _guarded(
         self, conn: WebSocketConn, step: Callable[[WebSocketConn], Awaitable[None]]
