@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import socket
+import struct
 import tracemalloc
 
 import pytest
@@ -10,6 +12,7 @@ import trio
 import trio.testing
 from trio.testing import MockClock
 
+from rue_trio.exceptions import ConnectionClosedError
 from rue_trio.protocol import Role, WebSocketProtocol
 from rue_trio.websocket import WebSocketConn, open_websocket_conn
 
@@ -67,3 +70,28 @@ async def test_block_that_cannot_start_its_tasks_leaves_its_nursery(
     # Trio's scopes are intact: this task can still be cancelled and checkpoint.
     with trio.move_on_after(0):
         await trio.sleep_forever()
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["end of stream", "reset"])
+async def test_reader_parked_on_a_socket_sees_the_peer_go(reset: bool) -> None:
+    """The reader waits on the descriptor: the peer's end or reset still ends it (1006)."""
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    async with listener:
+        peer = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
+        server_stream = await listener.accept()
+    protocol = WebSocketProtocol(Role.SERVER)
+    with trio.fail_after(10):
+        async with open_websocket_conn(server_stream, protocol, config=QUIET) as conn:
+            await trio.testing.wait_all_tasks_blocked()  # parked in wait_readable
+            if reset:
+                linger = struct.pack("ii", 1, 0)
+                peer.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            await peer.aclose()
+            with pytest.raises(ConnectionClosedError) as info:
+                await conn.receive()
+    assert conn.close_code == 1006
+    cause = info.value.__cause__
+    if reset:
+        assert isinstance(cause, trio.BrokenResourceError), repr(cause)
+    else:
+        assert cause is None, repr(cause)
