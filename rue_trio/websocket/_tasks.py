@@ -10,13 +10,14 @@ import math
 import os
 from collections.abc import Callable
 from sys import getsizeof
+from typing import TypeVar
 
 import trio
-from trio.lowlevel import checkpoint_if_cancelled
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled, wait_readable
 
-from rue_trio.protocol import Message, Pong, State
+from rue_trio.protocol import Event, Message, Pong, State
 
-from ._core import _ConnectionCore
+from ._core import _NO_PINGS, _ConnectionCore
 
 # One write is capped at this size (unless a single frame is bigger): big enough to
 # amortize the system call, small enough not to hold megabytes in one joined copy.
@@ -24,10 +25,13 @@ _MAX_WRITE = 1 << 20
 # A write renews its bound (ConnectionConfig.write_timeout) at least once per this many
 # bytes: the bound is on progress, not on a whole write of up to _MAX_WRITE.
 _CHUNK = 1 << 16
+_A = TypeVar("_A")
+_R = TypeVar("_R")
 _TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 # What a closed socket's calls fail with (as trio's SocketStream sees them).
 _CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
-# Whether a socket's descriptor can be written with os.write (not on Windows).
+# Whether a socket's descriptor can be read and written with os.read and os.write (not on
+# Windows).
 _WRITE_FD = os.name == "posix"
 
 
@@ -77,8 +81,11 @@ class _ConnectionTasks(_ConnectionCore):
         byte_limit = self._config.inbound_queue_bytes
         out = self._out
         receiver = self._receiver
+        # A plain socket is read through its descriptor (os.read), as it is written.
+        sock = self._sock
         data: bytes | bytearray = self._trailing_data
         self._trailing_data = b""
+        event: Event | None = None
         await checkpoint_if_cancelled()
         try:
             while True:
@@ -133,7 +140,26 @@ class _ConnectionTasks(_ConnectionCore):
                     self._pump()
                     if protocol.parser_exc is not None and self._connection_exc is None:
                         await self._fail_after_replies()
-                data = await stream.receive_some(size)
+                # Not kept while waiting: an idle connection would hold its last read (up
+                # to read_size bytes) and its last event (a message of up to
+                # max_message_size) for as long as it stays idle.
+                data = b""
+                event = None
+                if sock is None:
+                    data = await stream.receive_some(size)
+                else:
+                    # What SocketStream.receive_some does, parked on the descriptor alone:
+                    # its chain of coroutines (the stream, the socket's wrapper and
+                    # helper, an error-translating context manager) is gone while idle
+                    # (bench/idle_memory.py: 16.15 -> 14.63 KiB per idle connection).
+                    await checkpoint_if_cancelled()
+                    chunk = _call_now(os.read, sock, size)
+                    if chunk is not None:
+                        await cancel_shielded_checkpoint()
+                    while chunk is None:
+                        await wait_readable(sock)
+                        chunk = _call_now(os.read, sock, size)
+                    data = chunk
                 if not data:
                     return True
         except trio.ClosedResourceError as exc:
@@ -184,7 +210,7 @@ class _ConnectionTasks(_ConnectionCore):
             self._out._close()
             for waiter in self._pings.values():
                 waiter.event.set()
-            self._pings.clear()
+            self._pings = _NO_PINGS
             self._ka_due = math.inf
             if self._stream_closed_by_us:
                 # The writer closed it after the closing handshake.
@@ -207,46 +233,98 @@ class _ConnectionTasks(_ConnectionCore):
             self._set_closed()
 
     async def _run_writer(self) -> None:
-        # The loop runs in this frame (no coroutine of its own for an idle connection to
-        # keep); the flag tells _end_tasks that there is nothing left to cancel.
+        out = self._out
+        stream = self._stream
+        keepalive = self._config.ping_interval is not None
+        # A plain socket is written through its own send calls, each one a step of
+        # progress that renews the write bound; any other stream by chunks.
+        sock = stream.socket if type(stream) is trio.SocketStream else None
+        # The flag tells _end_tasks that there is nothing left to cancel.
         try:
             while True:
                 scope = self._writer_scope
                 with scope:
+                    # A cancellation point only: the first wait for frames is the schedule point.
                     await checkpoint_if_cancelled()
                     try:
-                        await self._write_loop()
+                        # The write loop runs in this frame, not in a coroutine of its own: an
+                        # idle writer parks in one frame less (bench/idle_memory.py: 328 bytes
+                        # per idle connection).
+                        while True:
+                            if not out:
+                                if out._is_closed():
+                                    return
+                                if self._ka_due < scope.deadline:
+                                    # Wake for the keepalive's next step (a no-op without it).
+                                    scope.deadline = self._ka_due
+                                await out._wait_frames()
+                                continue
+                            if keepalive and trio.current_time() >= self._ka_due:
+                                # A busy writer is never idle when the keepalive is due.
+                                self._keepalive_tick(trio.current_time())
+                            batch, eof = out._take(_MAX_WRITE)
+                            if batch:
+                                data = batch[0] if len(batch) == 1 else b"".join(batch)
+                                self._writing = True
+                                if sock is not None:
+                                    sent = _write_now(sock, data) if _WRITE_FD else 0
+                                    if sent < len(data):
+                                        await _send_to_socket(sock, data, sent, self._arm_write)
+                                elif len(data) <= _CHUNK:
+                                    self._arm_write()
+                                    await stream.send_all(data)
+                                else:
+                                    with memoryview(data) as view:
+                                        for start in range(0, len(data), _CHUNK):
+                                            self._arm_write()
+                                            await stream.send_all(view[start : start + _CHUNK])
+                                self._writing = False
+                                self._bytes_sent += len(data)
+                            if eof:
+                                # Ending the transport is bounded by the reader's close
+                                # timeout. Set only if armed: setting a deadline costs
+                                # about ten calls of Trio's bookkeeping
+                                # (bench/profile_server.py --scenario handshake: 1,349 ->
+                                # 1,339 calls per connection).
+                                if scope.deadline != math.inf:
+                                    scope.deadline = math.inf
+                                await self._end_transport()
+                                return
                     except _TRANSPORT_ERRORS as exc:
                         if not self._stream_closed_by_us:
                             self._abort(exc)
                     except Exception as exc:
                         # A bug; as in the reader, it must not reach the user's nursery.
                         self._abort(exc)
-                if not scope.cancelled_caught or self._reader_done:
+                if not self._writer_goes_on(scope):
                     return
-                now = trio.current_time()
-                if now < scope.deadline:
-                    return
-                # The deadline: the write bound, or the keepalive's next step.
-                if self._writing:
-                    # Cut short, the write leaves the transport unusable: abort.
-                    if now >= self._keepalive_fail_at():
-                        self._keepalive_failed()
-                    else:
-                        timeout = self._config.write_timeout
-                        self._abort(TimeoutError(f"a write made no progress for {timeout} s"))
-                    return
-                if now >= self._ka_due:
-                    try:
-                        self._keepalive_tick(now)
-                    except Exception as exc:
-                        self._abort(exc)
-                        return
-                # Otherwise the write bound left armed after the last write (see _arm_write)
-                # ran out while the writer was idle. Go on in a fresh scope.
-                self._writer_scope = trio.CancelScope(shield=True, deadline=self._ka_due)
         finally:
             self._writer_done = True
+
+    def _writer_goes_on(self, scope: trio.CancelScope) -> bool:
+        """After the writer's scope ended: whether the writer goes on in a fresh scope."""
+        now = trio.current_time()
+        if not scope.cancelled_caught or self._reader_done or now < scope.deadline:
+            return False
+        # The deadline: the write bound, or the keepalive's next step.
+        if self._writing:
+            # Cut short, the write leaves the transport unusable: abort.
+            if now >= self._keepalive_fail_at():
+                self._keepalive_failed()
+            else:
+                timeout = self._config.write_timeout
+                self._abort(TimeoutError(f"a write made no progress for {timeout} s"))
+            return False
+        if now >= self._ka_due:
+            try:
+                self._keepalive_tick(now)
+            except Exception as exc:
+                self._abort(exc)
+                return False
+        # Otherwise the write bound left armed after the last write (see _arm_write) ran
+        # out while the writer was idle. Go on in a fresh scope.
+        self._writer_scope = trio.CancelScope(shield=True, deadline=self._ka_due)
+        return True
 
     def _put(self, frame: bytes) -> None:
         """Send a data frame: write it through when the writer is idle, else queue it.
@@ -336,56 +414,6 @@ class _ConnectionTasks(_ConnectionCore):
         out._written(data, sent)
         if sent < len(data):
             out._wake_writer()
-
-    async def _write_loop(self) -> None:
-        out = self._out
-        stream = self._stream
-        scope = self._writer_scope
-        keepalive = self._config.ping_interval is not None
-        # A plain socket is written through its own send calls, each one a step of
-        # progress that renews the write bound; any other stream by chunks.
-        sock = stream.socket if type(stream) is trio.SocketStream else None
-        # A cancellation point only: the first wait for frames is the schedule point.
-        await checkpoint_if_cancelled()
-        while True:
-            if not out:
-                if out._is_closed():
-                    return
-                if self._ka_due < scope.deadline:
-                    # Wake for the keepalive's next step (a no-op without keepalive).
-                    scope.deadline = self._ka_due
-                await out._wait_frames()
-                continue
-            if keepalive and trio.current_time() >= self._ka_due:
-                # A busy writer is never idle when the keepalive is due.
-                self._keepalive_tick(trio.current_time())
-            batch, eof = out._take(_MAX_WRITE)
-            if batch:
-                data = batch[0] if len(batch) == 1 else b"".join(batch)
-                self._writing = True
-                if sock is not None:
-                    sent = _write_now(sock, data) if _WRITE_FD else 0
-                    if sent < len(data):
-                        await _send_to_socket(sock, data, sent, self._arm_write)
-                elif len(data) <= _CHUNK:
-                    self._arm_write()
-                    await stream.send_all(data)
-                else:
-                    with memoryview(data) as view:
-                        for start in range(0, len(data), _CHUNK):
-                            self._arm_write()
-                            await stream.send_all(view[start : start + _CHUNK])
-                self._writing = False
-                self._bytes_sent += len(data)
-            if eof:
-                # Ending the transport is bounded by the reader's close timeout. Set only
-                # if armed: setting a deadline costs about ten calls of Trio's
-                # bookkeeping (bench/profile_server.py --scenario handshake: 1,349 ->
-                # 1,339 calls per connection).
-                if scope.deadline != math.inf:
-                    scope.deadline = math.inf
-                await self._end_transport()
-                return
 
     def _arm_write(self) -> None:
         """Set the writer's deadline for a write (or a chunk of one) that starts now.
@@ -500,6 +528,21 @@ def _socket_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourc
     return trio.BrokenResourceError(f"socket connection broken: {exc}")
 
 
+def _call_now(call: Callable[[int, _A], _R], sock: trio.socket.SocketType, arg: _A) -> _R | None:
+    """``call(descriptor, arg)`` (``os.read`` or ``os.write``); ``None`` if it would block.
+
+    Raises:
+        trio.ClosedResourceError: the socket was closed (by us).
+        trio.BrokenResourceError: the connection broke.
+    """
+    try:
+        return call(sock.fileno(), arg)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        raise _socket_error(exc) from exc
+
+
 def _write_now(sock: trio.socket.SocketType, data: bytes) -> int:
     """Write what the kernel takes of ``data`` at once, without yielding; return how much.
 
@@ -513,12 +556,7 @@ def _write_now(sock: trio.socket.SocketType, data: bytes) -> int:
         trio.ClosedResourceError: the socket was closed (by us).
         trio.BrokenResourceError: the connection broke.
     """
-    try:
-        return os.write(sock.fileno(), data)
-    except BlockingIOError:
-        return 0
-    except OSError as exc:
-        raise _socket_error(exc) from exc
+    return _call_now(os.write, sock, data) or 0
 
 
 async def _send_to_socket(
