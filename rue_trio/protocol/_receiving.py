@@ -46,6 +46,8 @@ _CONTINUATION_BYTES = [bytes((b,)) for b in range(0x80, 0xC0)]
 class _ProtocolReceiving(_ProtocolSending):
     """Parsing what the peer sent into events, and answering what the RFC makes automatic."""
 
+    __slots__ = ()
+
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes received from the peer and parse them all.
 

@@ -10,15 +10,15 @@ import math
 import os
 from collections.abc import Awaitable, Callable
 from sys import getsizeof
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import trio
-from trio.lowlevel import checkpoint_if_cancelled
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled, wait_readable
 
 from rue_trio.exceptions import ConnectionClosed, ConnectionClosedOK
-from rue_trio.protocol import Message, MessageType, Pong, State
+from rue_trio.protocol import Event, Message, MessageType, Pong, State
 
-from ._core import _ConnectionCore
+from ._core import _NO_PINGS, _ConnectionCore
 
 #: What the owner task's read loop calls for each message: ``deliver(conn, type,
 #: data)``, a plain function or one returning an awaitable (WebSocketHandler's
@@ -31,10 +31,13 @@ _MAX_WRITE = 1 << 20
 # A write renews its bound (ConnectionConfig.write_timeout) at least once per this many
 # bytes: the bound is on progress, not on a whole write of up to _MAX_WRITE.
 _CHUNK = 1 << 16
+_A = TypeVar("_A")
+_R = TypeVar("_R")
 _TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 # What a closed socket's calls fail with (as trio's SocketStream sees them).
 _CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
-# Whether a socket's descriptor can be written with os.write (not on Windows).
+# Whether a socket's descriptor can be read and written with os.read and os.write (not on
+# Windows).
 _WRITE_FD = os.name == "posix"
 
 
@@ -51,9 +54,9 @@ class _ConnectionTasks(_ConnectionCore):
         task is spawned.
         """
         if owner_reads:
+            # No buffer for receive() either (see WebSocketConn.receive): the messages go
+            # to the callback.
             self._owner = trio.lowlevel.current_task()
-            # No buffer for receive(): the messages go to the callback.
-            self._receiving = True
             # Away from reading until the loop starts (on_connect runs first).
             self._dispatching = True
             # The owner's cancellation (the server going away) must reach the loop.
@@ -196,8 +199,12 @@ class _ConnectionTasks(_ConnectionCore):
         big_read = max(size, byte_limit)
         out = self._out
         receiver = self._receiver
+        # A plain socket is read through its descriptor (os.read), as it is written.
+        sock = self._sock
         data: bytes | bytearray = self._trailing_data
         self._trailing_data = b""
+        event: Event | None = None
+        result: Awaitable[None] | None = None
         await checkpoint_if_cancelled()
         if deliver is not None:
             self._dispatching = False
@@ -264,7 +271,11 @@ class _ConnectionTasks(_ConnectionCore):
                             if result is not None:
                                 await result
                             self._dispatching = False
-                    if receiver.task is not None:
+                    # Only for a message: the application's wait ends on one, or at the
+                    # end (see _teardown). Woken by the peer's close frame, it would
+                    # only sleep again: a task step per connection
+                    # (bench/profile_server.py --scenario handshake: 12 -> 11 steps).
+                    if inbound and receiver.task is not None:
                         receiver.wake()
                 self._pump()
                 if protocol.parser_exc is not None and self._connection_exc is None:
@@ -280,11 +291,30 @@ class _ConnectionTasks(_ConnectionCore):
             # 1,295 -> 419 calls per round trip; ping-pong pays one call per read (python
             # bench/profile_server.py --scenario mib, --scenario pingpong).
             pending = protocol.payload_pending
+            want = size if pending <= size else min(pending, big_read)
+            # Not kept while waiting: an idle connection would hold its last read (up to
+            # read_size bytes), its last event (a message of up to max_message_size) and
+            # its last callback's finished coroutine for as long as it stays idle.
+            data = b""
+            event = None
+            result = None
             # Only the transport's errors are the transport's: a callback's go to the caller.
             try:
-                data = await stream.receive_some(
-                    size if pending <= size else min(pending, big_read)
-                )
+                if sock is None:
+                    data = await stream.receive_some(want)
+                else:
+                    # What SocketStream.receive_some does, parked on the descriptor alone:
+                    # its chain of coroutines (the stream, the socket's wrapper and
+                    # helper, an error-translating context manager) is gone while idle
+                    # (bench/idle_memory.py: 16.15 -> 14.63 KiB per idle connection).
+                    await checkpoint_if_cancelled()
+                    chunk = _call_now(os.read, sock, want)
+                    if chunk is not None:
+                        await cancel_shielded_checkpoint()
+                    while chunk is None:
+                        await wait_readable(sock)
+                        chunk = _call_now(os.read, sock, want)
+                    data = chunk
             except trio.ClosedResourceError as exc:
                 if self._stream_closed_by_us:
                     return True
@@ -341,7 +371,7 @@ class _ConnectionTasks(_ConnectionCore):
             self._out._close()
             for waiter in self._pings.values():
                 waiter.event.set()
-            self._pings.clear()
+            self._pings = _NO_PINGS
             self._ka_due = math.inf
             if self._stream_closed_by_us:
                 # The writer closed it after the closing handshake.
@@ -364,39 +394,98 @@ class _ConnectionTasks(_ConnectionCore):
             self._set_closed()
 
     async def _run_writer(self) -> None:
-        while True:
-            scope = self._writer_scope
-            with scope:
-                await checkpoint_if_cancelled()
-                try:
-                    await self._write_loop()
-                except _TRANSPORT_ERRORS as exc:
-                    if not self._stream_closed_by_us:
+        out = self._out
+        stream = self._stream
+        keepalive = self._config.ping_interval is not None
+        # A plain socket is written through its own send calls, each one a step of
+        # progress that renews the write bound; any other stream by chunks.
+        sock = stream.socket if type(stream) is trio.SocketStream else None
+        # The flag tells _end_tasks that there is nothing left to cancel.
+        try:
+            while True:
+                scope = self._writer_scope
+                with scope:
+                    # A cancellation point only: the first wait for frames is the schedule point.
+                    await checkpoint_if_cancelled()
+                    try:
+                        # The write loop runs in this frame, not in a coroutine of its own: an
+                        # idle writer parks in one frame less (bench/idle_memory.py: 328 bytes
+                        # per idle connection).
+                        while True:
+                            if not out:
+                                if out._is_closed():
+                                    return
+                                if self._ka_due < scope.deadline:
+                                    # Wake for the keepalive's next step (a no-op without it).
+                                    scope.deadline = self._ka_due
+                                await out._wait_frames()
+                                continue
+                            if keepalive and trio.current_time() >= self._ka_due:
+                                # A busy writer is never idle when the keepalive is due.
+                                self._keepalive_tick(trio.current_time())
+                            batch, eof = out._take(_MAX_WRITE)
+                            if batch:
+                                data = batch[0] if len(batch) == 1 else b"".join(batch)
+                                self._writing = True
+                                if sock is not None:
+                                    sent = _write_now(sock, data) if _WRITE_FD else 0
+                                    if sent < len(data):
+                                        await _send_to_socket(sock, data, sent, self._arm_write)
+                                elif len(data) <= _CHUNK:
+                                    self._arm_write()
+                                    await stream.send_all(data)
+                                else:
+                                    with memoryview(data) as view:
+                                        for start in range(0, len(data), _CHUNK):
+                                            self._arm_write()
+                                            await stream.send_all(view[start : start + _CHUNK])
+                                self._writing = False
+                                self._bytes_sent += len(data)
+                            if eof:
+                                # Ending the transport is bounded by the reader's close
+                                # timeout. Set only if armed: setting a deadline costs
+                                # about ten calls of Trio's bookkeeping
+                                # (bench/profile_server.py --scenario handshake: 1,349 ->
+                                # 1,339 calls per connection).
+                                if scope.deadline != math.inf:
+                                    scope.deadline = math.inf
+                                await self._end_transport()
+                                return
+                    except _TRANSPORT_ERRORS as exc:
+                        if not self._stream_closed_by_us:
+                            self._abort(exc)
+                    except Exception as exc:
+                        # A bug; as in the reader, it must not reach the user's nursery.
                         self._abort(exc)
-                except Exception as exc:
-                    # A bug; as in the reader, it must not reach the user's nursery.
-                    self._abort(exc)
-            now = trio.current_time()
-            if not scope.cancelled_caught or self._reader_done or now < scope.deadline:
-                return
-            # The deadline: the write bound, or the keepalive's next step.
-            if self._writing:
-                # Cut short, the write leaves the transport unusable: abort.
-                if now >= self._keepalive_fail_at():
-                    self._keepalive_failed()
-                else:
-                    timeout = self._config.write_timeout
-                    self._abort(TimeoutError(f"a write made no progress for {timeout} s"))
-                return
-            if now >= self._ka_due:
-                try:
-                    self._keepalive_tick(now)
-                except Exception as exc:
-                    self._abort(exc)
+                if not self._writer_goes_on(scope):
                     return
-            # Otherwise the write bound left armed after the last write (see _arm_write)
-            # ran out while the writer was idle. Go on in a fresh scope.
-            self._writer_scope = trio.CancelScope(shield=True, deadline=self._ka_due)
+        finally:
+            self._writer_done = True
+
+    def _writer_goes_on(self, scope: trio.CancelScope) -> bool:
+        """After the writer's scope ended: whether the writer goes on in a fresh scope."""
+        now = trio.current_time()
+        if not scope.cancelled_caught or self._reader_done or now < scope.deadline:
+            return False
+        # The deadline: the write bound, or the keepalive's next step.
+        if self._writing:
+            # Cut short, the write leaves the transport unusable: abort.
+            if now >= self._keepalive_fail_at():
+                self._keepalive_failed()
+            else:
+                timeout = self._config.write_timeout
+                self._abort(TimeoutError(f"a write made no progress for {timeout} s"))
+            return False
+        if now >= self._ka_due:
+            try:
+                self._keepalive_tick(now)
+            except Exception as exc:
+                self._abort(exc)
+                return False
+        # Otherwise the write bound left armed after the last write (see _arm_write) ran
+        # out while the writer was idle. Go on in a fresh scope.
+        self._writer_scope = trio.CancelScope(shield=True, deadline=self._ka_due)
+        return True
 
     def _put(self, frame: bytes) -> None:
         """Send a data frame: write it through when the writer is idle, else queue it.
@@ -486,52 +575,6 @@ class _ConnectionTasks(_ConnectionCore):
         out._written(data, sent)
         if sent < len(data):
             out._wake_writer()
-
-    async def _write_loop(self) -> None:
-        out = self._out
-        stream = self._stream
-        scope = self._writer_scope
-        keepalive = self._config.ping_interval is not None
-        # A plain socket is written through its own send calls, each one a step of
-        # progress that renews the write bound; any other stream by chunks.
-        sock = stream.socket if type(stream) is trio.SocketStream else None
-        # A cancellation point only: the first wait for frames is the schedule point.
-        await checkpoint_if_cancelled()
-        while True:
-            if not out:
-                if out._is_closed():
-                    return
-                if self._ka_due < scope.deadline:
-                    # Wake for the keepalive's next step (a no-op without keepalive).
-                    scope.deadline = self._ka_due
-                await out._wait_frames()
-                continue
-            if keepalive and trio.current_time() >= self._ka_due:
-                # A busy writer is never idle when the keepalive is due.
-                self._keepalive_tick(trio.current_time())
-            batch, eof = out._take(_MAX_WRITE)
-            if batch:
-                data = batch[0] if len(batch) == 1 else b"".join(batch)
-                self._writing = True
-                if sock is not None:
-                    sent = _write_now(sock, data) if _WRITE_FD else 0
-                    if sent < len(data):
-                        await _send_to_socket(sock, data, sent, self._arm_write)
-                elif len(data) <= _CHUNK:
-                    self._arm_write()
-                    await stream.send_all(data)
-                else:
-                    with memoryview(data) as view:
-                        for start in range(0, len(data), _CHUNK):
-                            self._arm_write()
-                            await stream.send_all(view[start : start + _CHUNK])
-                self._writing = False
-                self._bytes_sent += len(data)
-            if eof:
-                # Ending the transport is bounded by the reader's close timeout.
-                scope.deadline = math.inf
-                await self._end_transport()
-                return
 
     def _arm_write(self) -> None:
         """Set the writer's deadline for a write (or a chunk of one) that starts now.
@@ -645,7 +688,14 @@ class _ConnectionTasks(_ConnectionCore):
             # TCP first): the peer sends nothing more, so close at once instead of
             # waiting for its FIN; the reader then ends (its stream is closed by us).
             self._stream_closed_by_us = True
-            await stream.aclose()
+            if type(stream) is trio.SocketStream:
+                # What its aclose does, without the checkpoint: the writer ends in the
+                # step that wrote the close frame, one task step less per connection
+                # (bench/profile_server.py --scenario handshake: 13 -> 12 steps).
+                stream.socket.close()
+                await checkpoint_if_cancelled()
+            else:
+                await stream.aclose()
 
 
 def _discard(conn: object, type: MessageType, data: str | bytes) -> None:
@@ -657,6 +707,21 @@ def _socket_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourc
     if exc.errno in _CLOSED_ERRNOS:
         return trio.ClosedResourceError("the socket was closed")
     return trio.BrokenResourceError(f"socket connection broken: {exc}")
+
+
+def _call_now(call: Callable[[int, _A], _R], sock: trio.socket.SocketType, arg: _A) -> _R | None:
+    """``call(descriptor, arg)`` (``os.read`` or ``os.write``); ``None`` if it would block.
+
+    Raises:
+        trio.ClosedResourceError: the socket was closed (by us).
+        trio.BrokenResourceError: the connection broke.
+    """
+    try:
+        return call(sock.fileno(), arg)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        raise _socket_error(exc) from exc
 
 
 def _write_now(sock: trio.socket.SocketType, data: bytes) -> int:
@@ -672,12 +737,7 @@ def _write_now(sock: trio.socket.SocketType, data: bytes) -> int:
         trio.ClosedResourceError: the socket was closed (by us).
         trio.BrokenResourceError: the connection broke.
     """
-    try:
-        return os.write(sock.fileno(), data)
-    except BlockingIOError:
-        return 0
-    except OSError as exc:
-        raise _socket_error(exc) from exc
+    return _call_now(os.write, sock, data) or 0
 
 
 async def _send_to_socket(
