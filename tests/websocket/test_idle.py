@@ -6,6 +6,8 @@ import gc
 import socket
 import struct
 import tracemalloc
+import weakref
+from collections.abc import Generator
 
 import pytest
 import trio
@@ -13,7 +15,7 @@ import trio.testing
 from trio.testing import MockClock
 
 from rue_trio.exceptions import ConnectionClosedError
-from rue_trio.protocol import Role, WebSocketProtocol
+from rue_trio.protocol import MessageType, Role, WebSocketProtocol
 from rue_trio.websocket import WebSocketConn, open_websocket_conn
 
 from ..protocol._util import raw_frame
@@ -52,6 +54,52 @@ async def test_idle_reader_drops_its_last_read(transport: str, autojump_clock: M
         await client_stream.aclose()
     # Before, the reader held its last read (here the whole frame) while it waited.
     assert held < 8 * 1024, held
+
+
+class _Reply:
+    """What an ``on_message`` returns: an awaitable that finishes at once."""
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield from ()
+
+
+@pytest.mark.parametrize("transport", ["memory", "socket"])
+async def test_owner_reader_drops_its_last_callback_while_it_waits(
+    transport: str, autojump_clock: MockClock
+) -> None:
+    """The owner task's read loop keeps no awaitable of its last callback while it waits.
+
+    A handler's ``on_message`` is a coroutine function: a finished coroutine keeps its
+    whole frame's memory for as long as it is referenced.
+    """
+    server_stream, client_stream = _stream_pair(transport)
+    replies: list[weakref.ref[_Reply]] = []
+
+    def on_message(conn: WebSocketConn, kind: MessageType, data: str | bytes) -> _Reply:
+        reply = _Reply()
+        replies.append(weakref.ref(reply))
+        return reply
+
+    async def serve() -> None:
+        protocol = WebSocketProtocol(Role.SERVER)
+        async with open_websocket_conn(
+            server_stream, protocol, config=QUIET, _owner_reads=True
+        ) as conn:
+            with pytest.raises(ConnectionClosedError):
+                await conn._run_reader(on_message)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            try:
+                await client_stream.send_all(raw_frame(2, b"x"))
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(replies) == 1
+                # Before, the loop held the last one until the next message.
+                assert replies[0]() is None
+            finally:
+                # The peer goes: the connection ends without a close frame (1006).
+                await client_stream.aclose()
 
 
 async def test_block_that_cannot_start_its_tasks_leaves_its_nursery(
