@@ -9,6 +9,7 @@ from __future__ import annotations
 import select
 import socket
 import struct
+import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -279,3 +280,30 @@ async def test_hub_batch_is_written_by_the_hub_in_order_to_every_member(
         assert steps.steps == 0
         for conn, _peer in pairs:
             await hub.unregister(conn)
+
+
+async def test_large_send_queues_its_payload_without_copying_it() -> None:
+    """A large message's payload goes to the socket from the caller's bytes object.
+
+    The kernel takes part of it at once; the rest is queued as a view of the payload, and
+    a second large message behind it as its header and the payload itself: together,
+    less than a tenth of their bytes allocated (each was joined behind its header, and
+    the rest of a partial write copied, before).
+    """
+    big = [bytes([i]) * (1 << 20) for i in range(2)]
+    async with tcp_conn(small_buffers=True) as (conn, peer):
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for payload in big:
+                await conn.send_bytes(payload)
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        stats = conn.statistics()
+        assert 0 < stats.bytes_sent < len(big[0])  # a partial write, by this task
+        assert stats.queued_bytes > len(big[0])
+        assert grown < (1 << 20) // 10
+        assert await read_payloads(peer, 2) == big
+        await trio.testing.wait_all_tasks_blocked()
+        assert conn.statistics().bytes_sent == 2 * (len(big[0]) + 10)
