@@ -8,8 +8,10 @@ keepalive, slow-consumer policy) miss a peer whose bytes mostly went through.
 
 from __future__ import annotations
 
+import gc
 import socket
 import struct
+import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -351,3 +353,34 @@ async def _read_frames(peer: trio.SocketStream, until: int | None) -> list[bytes
             assert until is None
             return frames
         buffer += chunk
+
+
+async def test_memory_a_peer_that_stops_reading_holds_the_bound_and_one_write() -> None:
+    """Sends go through until the kernel is full, then queue; the writer is stuck on its
+    write. What the connection holds is its queue's byte bound plus that one write in
+    flight (the frames it took, joined), not the taken frames a second time."""
+    bound = 1 << 16
+    config = ConnectionConfig(
+        ping_interval=None, close_timeout=1, outbound_queue_bytes=bound, write_timeout=None
+    )
+    message = b"m" * 8000
+    async with tcp_conn(config, small_buffers=True) as (conn, _peer):
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            for _ in range(1000):
+                try:
+                    conn.send_nowait(MessageType.BINARY, message)
+                except trio.WouldBlock:
+                    await trio.testing.wait_all_tasks_blocked()
+                    if conn.statistics().queued_bytes >= bound - len(message):
+                        break
+            held = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        stats = conn.statistics()
+        assert stats.bytes_sent > 0  # the first went through, in part
+        assert bound - len(message) <= stats.queued_bytes <= bound + len(message)
+        # The queue (its bound), the write in flight (a queue's worth taken at once).
+        assert held <= 2 * bound + len(message) + 16384
