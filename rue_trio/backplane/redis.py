@@ -1,8 +1,9 @@
 """A hub backplane over Redis pub/sub, through coredis: hubs in many processes as one.
 
 Only ``rue_trio.backplane`` imports coredis (and, through it, anyio, which runs on Trio);
-the link handling its Redis adapters share is in ``_link.py``. Install it with the
-``redis`` extra: ``pip install rue_trio[redis]``.
+the link handling its Redis adapters share is in ``_link.py``, the subscriber that follows
+rooms and reconnects in ``_subscriber.py``. Install it with the ``redis`` extra:
+``pip install rue_trio[redis]``.
 
 Theory of operation
 ===================
@@ -58,6 +59,7 @@ from rue_trio.hub import (
 
 from ._link import check_url, first_contact, leaf, link_error, link_failures, text
 from ._presence import ClusterPresence
+from ._subscriber import RoomSubscriber
 
 __all__ = ["RedisBackplane"]
 
@@ -66,7 +68,7 @@ logger = logging.getLogger("rue_trio.backplane")
 _ORIGIN: Final = slice(3, 19)  # the origin node id in a packed envelope
 
 
-class RedisBackplane:
+class RedisBackplane(RoomSubscriber[BackplaneSink]):
     """A :class:`rue_trio.hub.Backplane` over Redis pub/sub.
 
     ::
@@ -342,42 +344,16 @@ class RedisBackplane:
     def _room_channel(self, room: str) -> bytes:
         return self._room_prefix + room.encode()
 
-    async def _subscriber(
-        self, sink: BackplaneSink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        delay = self._reconnect_min
-        first = True
-        while True:
-            client = self._client("sub")
-            try:
-                async with client, trio.open_nursery() as nursery:
-                    pubsub = client.pubsub(
-                        ignore_subscribe_messages=True, retry_policy=None, max_idle_seconds=5
-                    )
-                    async with pubsub:
-                        await pubsub.subscribe(self._everyone_channel)
-                        self._active = set()
-                        self._connected = True
-                        if first:
-                            first = False
-                            task_status.started()
-                        else:
-                            self._reconnects += 1
-                            self._link_up()
-                        delay = self._reconnect_min
-                        self._changed.set()
-                        nursery.start_soon(self._follow_rooms, pubsub)
-                        await self._read(pubsub, sink)
-                        nursery.cancel_scope.cancel()
-                return
-            except Exception as exc:
-                if not link_error(exc):
-                    raise
-                self._disconnected(exc)
-            await trio.sleep(delay)
-            delay = min(delay * 2, self._reconnect_max)
+    def _subscriber_client(self) -> coredis.Redis[bytes]:
+        return self._client("sub")
 
-    def _disconnected(self, exc: BaseException) -> None:
+    def _fixed_channels(self) -> tuple[bytes, ...]:
+        return (self._everyone_channel,)
+
+    def _wanted_rooms(self) -> set[str]:
+        return set(self._wanted)
+
+    def _link_down(self, exc: BaseException) -> None:
         if self._down_since is None:
             self._down_since = time.monotonic()
             self._lost_before_outage = self._lost
@@ -387,14 +363,11 @@ class RedisBackplane:
                 self._where,
                 str(leaf(exc)),  # a str: a record must not keep the traceback alive
             )
-        self._connected = False
-        self._active = set()
         self._presence.rewrite_all()
-        # Wake the waiters of synced(): the link is down, there is nothing to wait for.
-        self._settled.set()
-        self._settled = trio.Event()
+        super()._link_down(exc)
 
     def _link_up(self) -> None:
+        self._reconnects += 1
         if self._down_since is None:
             return
         outage = time.monotonic() - self._down_since
@@ -405,22 +378,6 @@ class RedisBackplane:
             outage,
             self._lost - self._lost_before_outage,
         )
-
-    async def _follow_rooms(self, pubsub: Any) -> None:
-        while True:
-            await self._changed.wait()
-            self._changed = trio.Event()
-            while self._wanted != self._active:
-                wanted = set(self._wanted)
-                add = wanted - self._active
-                remove = self._active - wanted
-                if add:
-                    await pubsub.subscribe(*(self._room_channel(room) for room in add))
-                if remove:
-                    await pubsub.unsubscribe(*(self._room_channel(room) for room in remove))
-                self._active = wanted
-            self._settled.set()
-            self._settled = trio.Event()
 
     async def _read(self, pubsub: Any, sink: BackplaneSink) -> None:
         node = self._node

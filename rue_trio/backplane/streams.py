@@ -26,8 +26,9 @@ scripts one at a time, so the channel carries each room's messages in offset ord
 Tasks (owned by :meth:`RedisStreams.run`): the *sequencer* takes the hub's messages from
 a bounded queue and runs the script for each, in order, up to 512 in one pipeline (if the
 link breaks during a pipeline, the whole batch is handed back to be numbered locally: a
-message Redis did number then may reach this node's members twice); the *subscriber* follows the
-channels of the rooms the hub follows and offers what arrives to the hub's bounded buffer
+message Redis did number then may reach this node's members twice); the *subscriber* (its
+loop shared with the pub/sub backplane, ``_subscriber.py``) follows the channels of the
+rooms the hub follows and offers what arrives to the hub's bounded buffer
 (a full buffer drops the message for this node: its copy of the history then restarts at
 the next one, and joins read Redis again). A lost link is re-established with backoff;
 meanwhile :meth:`append` answers ``False`` so the hub numbers locally, in a local epoch,
@@ -60,6 +61,7 @@ from rue_trio.hub import (
 from rue_trio.protocol import MessageType
 
 from ._link import check_url, first_contact, leaf, link_error, link_failures
+from ._subscriber import RoomSubscriber
 
 __all__ = ["RedisStreams"]
 
@@ -86,7 +88,7 @@ return offset
 """
 
 
-class RedisStreams:
+class RedisStreams(RoomSubscriber[SequencedSink]):
     """A :class:`rue_trio.hub.HistoryStream` over Redis Streams.
 
     ::
@@ -319,7 +321,7 @@ class RedisStreams:
     def _stream_key(self, room: str) -> str:
         return f"{self._namespace}:hs:{room}"
 
-    def _channel(self, room: str) -> bytes:
+    def _room_channel(self, room: str) -> bytes:
         return f"{self._namespace}:hc:{room}".encode()
 
     async def _sequencer(self, client: coredis.Redis[bytes], sink: SequencedSink) -> None:
@@ -357,61 +359,17 @@ class RedisStreams:
                 config.size,
                 ttl,
                 pack_envelope(envelope),
-                self._channel(room),
+                self._room_channel(room),
                 config.max_bytes,
             ],
             client=pipe,
         )
 
-    async def _subscriber(
-        self, sink: SequencedSink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        delay = self._reconnect_min
-        first = True
-        while True:
-            client = self._redis("sub")
-            try:
-                async with client, trio.open_nursery() as nursery:
-                    pubsub = client.pubsub(
-                        ignore_subscribe_messages=True, retry_policy=None, max_idle_seconds=5
-                    )
-                    async with pubsub:
-                        self._active = set()
-                        self._connected = True
-                        if first:
-                            first = False
-                            task_status.started()
-                        delay = self._reconnect_min
-                        self._changed.set()
-                        nursery.start_soon(self._follow_rooms, pubsub)
-                        await self._read(pubsub, sink)
-                        nursery.cancel_scope.cancel()
-                return
-            except Exception as exc:
-                if not link_error(exc):
-                    raise
-            self._connected = False
-            self._active = set()
-            self._settled.set()
-            self._settled = trio.Event()
-            await trio.sleep(delay)
-            delay = min(delay * 2, self._reconnect_max)
+    def _subscriber_client(self) -> coredis.Redis[bytes]:
+        return self._redis("sub")
 
-    async def _follow_rooms(self, pubsub: Any) -> None:
-        while True:
-            await self._changed.wait()
-            self._changed = trio.Event()
-            while set(self._follows) != self._active:
-                wanted = set(self._follows)
-                add = wanted - self._active
-                remove = self._active - wanted
-                if add:
-                    await pubsub.subscribe(*(self._channel(room) for room in add))
-                if remove:
-                    await pubsub.unsubscribe(*(self._channel(room) for room in remove))
-                self._active = wanted
-            self._settled.set()
-            self._settled = trio.Event()
+    def _wanted_rooms(self) -> set[str]:
+        return set(self._follows)
 
     async def _read(self, pubsub: Any, sink: SequencedSink) -> None:
         while True:
