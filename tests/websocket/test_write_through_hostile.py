@@ -384,3 +384,29 @@ async def test_memory_a_peer_that_stops_reading_holds_the_bound_and_one_write() 
         assert bound - len(message) <= stats.queued_bytes <= bound + len(message)
         # The queue (its bound), the write in flight (a queue's worth taken at once).
         assert held <= 2 * bound + len(message) + 16384
+
+
+async def test_a_send_from_the_hubs_task_mid_batch_goes_after_the_hubs_offers() -> None:
+    """The hub's offers wait for the end of its batch; a send made in its task meanwhile
+    (an ``on_presence`` hook) must not write through ahead of them, on a connection
+    compressing with context takeover."""
+    box: list[WebSocketConn] = []
+
+    def on_presence(event: object) -> None:
+        if box:
+            box[0].send_nowait(MessageType.TEXT, _text("hook", len(box)))
+
+    hub = Hub(on_presence=on_presence)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as outer:
+            await outer.start(hub.run)
+            async with deflate_pair() as (server, client):
+                await hub.register(server)
+                await hub.flush()
+                box.append(server)
+                hub.broadcast_nowait(MessageType.TEXT, _text("h", 0))
+                # The same batch: the broadcast is offered, then the hook sends.
+                await hub.unregister(server)
+                received = [(await client.receive()).data for _ in range(2)]
+                assert received == [_text("h", 0), _text("hook", 1)]
+            outer.cancel_scope.cancel()
