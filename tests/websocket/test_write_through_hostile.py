@@ -9,6 +9,7 @@ keepalive, slow-consumer policy) miss a peer whose bytes mostly went through.
 from __future__ import annotations
 
 import gc
+import random
 import socket
 import struct
 import tracemalloc
@@ -96,9 +97,51 @@ async def deflate_pair(
                 client_done.set()
 
 
+_WORDS = [
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliett",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+    "sierra",
+    "tango",
+    "uniform",
+    "victor",
+    "whiskey",
+    "xray",
+    "yankee",
+    "zulu",
+]
+
+
 def _text(source: str, i: int) -> str:
-    # Repetitive across messages: each compresses against the ones before it.
-    return f"{source} {i:05d} " + "the quick brown fox jumps over the lazy dog " * (1 + i % 40)
+    # Words shared by every message: each compresses against the ones before it, and
+    # in no regular pattern, so a back-reference into a message the peer did not get
+    # (or got in another order) lands on other bytes.
+    rng = random.Random(f"{source} {i}")
+    return f"{source} {i:05d} " + " ".join(rng.choices(_WORDS, k=20 + i % 200))
+
+
+def _assert_same(got: list[str], expected: list[str]) -> None:
+    """``got == expected``, reported by the first difference (pytest's diff of two long
+    lists of long texts takes minutes)."""
+    assert len(got) == len(expected)
+    pairs = enumerate(zip(got, expected, strict=True))
+    first = next((i for i, (a, b) in pairs if a != b), None)
+    assert first is None, f"message {first} differs: {got[first][:60]!r}"
 
 
 async def test_concurrent_senders_hub_and_pings_keep_the_compressed_stream_in_order() -> None:
@@ -161,12 +204,12 @@ async def test_concurrent_senders_hub_and_pings_keep_the_compressed_stream_in_or
                 assert client.close_code == 1000
                 for source, count in counts.items():
                     mine = [text for text in received if text.startswith(source + " ")]
-                    assert mine == [_text(source, i) for i in range(count)]
+                    _assert_same(mine, [_text(source, i) for i in range(count)])
                 # The hub's: those not dropped, whole and in order.
                 hubs = [text for text in received if text.startswith("h ")]
                 numbers = [int(text.split()[1]) for text in hubs]
                 assert numbers == sorted(set(numbers))
-                assert hubs == [_text("h", i) for i in numbers]
+                _assert_same(hubs, [_text("h", i) for i in numbers])
                 assert len(hubs) + hub.statistics().dropped == hub_count
                 assert server.statistics().bytes_sent == client.statistics().bytes_received
             outer.cancel_scope.cancel()
@@ -410,3 +453,45 @@ async def test_a_send_from_the_hubs_task_mid_batch_goes_after_the_hubs_offers() 
                 received = [(await client.receive()).data for _ in range(2)]
                 assert received == [_text("h", 0), _text("hook", 1)]
             outer.cancel_scope.cancel()
+
+
+async def test_cancelled_sends_leave_the_compression_context_untouched() -> None:
+    """Sends cancelled while waiting for room are missing whole; every other message,
+    written through or queued, after them too, still inflates on a context-takeover
+    peer, in order."""
+    config = ConnectionConfig(ping_interval=None, close_timeout=5, outbound_queue_messages=2)
+    with trio.fail_after(30):
+        async with deflate_pair(config) as (server, client):
+            sent: list[str] = []
+            received: list[str] = []
+            cancelled = 0
+            for i in range(300):
+                text = _text("c", i)
+                with trio.CancelScope() as scope:
+                    if server.statistics().queued_frames >= 2:
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(_cancel_when_blocked, scope)
+                            await server.send_text(text)
+                    else:
+                        await server.send_text(text)
+                if not scope.cancelled_caught:
+                    sent.append(text)
+                    continue
+                cancelled += 1
+                # The peer reads a little: the next sends go out, right after the
+                # cancelled one, compressed after it.
+                for _ in range(min(10, len(sent) - len(received))):
+                    message = await client.receive()
+                    assert isinstance(message.data, str)
+                    received.append(message.data)
+            assert cancelled >= 3
+            while len(received) < len(sent):
+                message = await client.receive()
+                assert isinstance(message.data, str)
+                received.append(message.data)
+            _assert_same(received, sent)
+
+
+async def _cancel_when_blocked(scope: trio.CancelScope) -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    scope.cancel()
