@@ -33,7 +33,7 @@ from rue_trio.protocol import (
 )
 from rue_trio.websocket import ConnectionConfig, WebSocketConn, open_websocket_conn
 
-from .test_write_through import QUIET, read_payloads, tcp_conn
+from .test_write_through import QUIET, read_payloads, send_unless_it_waits, tcp_conn
 
 _SMALL = 16384
 
@@ -467,14 +467,7 @@ async def test_cancelled_sends_leave_the_compression_context_untouched() -> None
             cancelled = 0
             for i in range(300):
                 text = _text("c", i)
-                with trio.CancelScope() as scope:
-                    if server.statistics().queued_frames >= 2:
-                        async with trio.open_nursery() as nursery:
-                            nursery.start_soon(_cancel_when_blocked, scope)
-                            await server.send_text(text)
-                    else:
-                        await server.send_text(text)
-                if not scope.cancelled_caught:
+                if await send_unless_it_waits(server, MessageType.TEXT, text):
                     sent.append(text)
                     continue
                 cancelled += 1
@@ -490,8 +483,3 @@ async def test_cancelled_sends_leave_the_compression_context_untouched() -> None
                 assert isinstance(message.data, str)
                 received.append(message.data)
             _assert_same(received, sent)
-
-
-async def _cancel_when_blocked(scope: trio.CancelScope) -> None:
-    await trio.testing.wait_all_tasks_blocked()
-    scope.cancel()
