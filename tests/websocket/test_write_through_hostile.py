@@ -483,3 +483,26 @@ async def test_cancelled_sends_leave_the_compression_context_untouched() -> None
                 assert isinstance(message.data, str)
                 received.append(message.data)
             _assert_same(received, sent)
+
+
+async def test_peer_stops_reading_then_resets_during_a_partial_write() -> None:
+    """A rest queued behind a partial write-through, the writer stuck on it, then a reset:
+    the connection ends with 1006 at once, every later send raises, nothing is counted
+    as sent that the kernel did not take."""
+    big = b"B" * (1 << 20)
+    async with tcp_conn(small_buffers=True) as (conn, peer):
+        await conn.send_bytes(big)
+        for _ in range(5):
+            await conn.send_bytes(b"after")
+        await trio.testing.wait_all_tasks_blocked()
+        stats = conn.statistics()
+        assert 0 < stats.bytes_sent < len(big)
+        assert conn._writing  # the writer holds the rest, stuck on the peer
+        peer.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await peer.aclose()
+        with trio.fail_after(5), pytest.raises(ConnectionClosedError):
+            for _ in range(1000):
+                await conn.send_bytes(b"into the void")
+                await trio.sleep(0.001)
+        assert conn.close_code == 1006
+        assert conn.statistics().bytes_sent < len(big)
