@@ -215,14 +215,18 @@ class WebSocketHandler:
                     _apply_identity(conn, identity)
                 opened = conn
                 TALLY.opened(conn)
-                address = conn.remote_address
-                logger.info(
-                    "websocket %s open: %s from %s",
-                    conn.id,
-                    request.path,
-                    "-" if address is None else format_address(*address),
-                    extra={"conn_id": conn.id},
-                )
+                # Its arguments are computed only if the line is logged (INFO is off by
+                # default): with the closed line's, 1,339 -> 1,329 calls per connection
+                # (bench/profile_server.py --scenario handshake).
+                if logger.isEnabledFor(logging.INFO):
+                    address = conn.remote_address
+                    logger.info(
+                        "websocket %s open: %s from %s",
+                        conn.id,
+                        request.path,
+                        "-" if address is None else format_address(*address),
+                        extra={"conn_id": conn.id},
+                    )
                 if self.hub is not None and not self.hub.running:
                     # Registering would wait in the inbox of a hub that never runs.
                     logger.error(
@@ -251,13 +255,14 @@ class WebSocketHandler:
         finally:
             if opened is not None:
                 TALLY.closed(opened)
-                logger.info(
-                    "websocket %s closed: %s %s",
-                    opened.id,
-                    opened.close_code,
-                    opened.close_reason or "",
-                    extra={"conn_id": opened.id},
-                )
+                if logger.isEnabledFor(logging.INFO):
+                    logger.info(
+                        "websocket %s closed: %s %s",
+                        opened.id,
+                        opened.close_code,
+                        opened.close_reason or "",
+                        extra={"conn_id": opened.id},
+                    )
             if connected is not None and self.on_close is not None:
                 with trio.move_on_after(_CLEANUP_TIMEOUT) as scope:
                     scope.shield = True

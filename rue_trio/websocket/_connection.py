@@ -161,14 +161,22 @@ class WebSocketConn(_ConnectionTasks):
         """
         if not self._reader_done:
             return None
-        return self._protocol.close_exc.code
+        # What ConnectionClosed.code says, without building the exception (and its
+        # message) for each read: the handler reads these twice per connection, for the
+        # tally and the log line (bench/profile_server.py --scenario handshake: 4 -> 1
+        # ConnectionClosed built per connection).
+        protocol = self._protocol
+        frame = protocol.close_rcvd or protocol.close_sent
+        return 1006 if frame is None else frame.code
 
     @property
     def close_reason(self) -> str | None:
         """The close reason that goes with :attr:`close_code`, else ``None``."""
         if not self._reader_done:
             return None
-        return self._protocol.close_exc.reason
+        protocol = self._protocol
+        frame = protocol.close_rcvd or protocol.close_sent
+        return "" if frame is None else frame.reason
 
     @property
     def app_state(self) -> dict[str, Any]:
