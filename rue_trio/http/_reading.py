@@ -12,8 +12,10 @@ from typing import Final, cast
 
 import h11
 import trio
+from trio.lowlevel import checkpoint_if_cancelled
 
 from rue_trio.http._core import _ACTIVE, READ_SIZE
+from rue_trio.http._socket_io import read_now
 from rue_trio.http._writing import _HTTPWriting
 
 #: A chunk size this large is no body size but an attack (it does not fit 63 bits).
@@ -68,7 +70,14 @@ class _HTTPReading(_HTTPWriting):
         else:
             if not first:
                 scope.deadline = trio.current_time() + limits.keep_alive_timeout
-            data = await stream.receive_some(READ_SIZE)
+            # What the kernel has at once, without the stream's schedule point (see
+            # _socket_io); the stream's own read if it would block.
+            ready = read_now(stream, READ_SIZE)
+            if ready is None:
+                data = await stream.receive_some(READ_SIZE)
+            else:
+                await checkpoint_if_cancelled()
+                data = ready
             if not data:
                 return None
             self._phase = _ACTIVE

@@ -72,3 +72,5 @@ class WebSocketProtocol(_ProtocolReceiving):
         close_sent: the close frame we sent, once we have.
         parser_exc: the violation that failed the connection, if the peer broke the protocol.
     """
+
+    __slots__ = ()

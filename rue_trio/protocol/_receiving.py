@@ -55,6 +55,8 @@ _PART_MIN = 4096
 class _ProtocolReceiving(_ProtocolSending):
     """Parsing what the peer sent into events, and answering what the RFC makes automatic."""
 
+    __slots__ = ()
+
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes received from the peer and parse them all.
 

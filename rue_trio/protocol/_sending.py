@@ -24,6 +24,8 @@ from ._state import _MASK_POOL_SIZE, State, _ProtocolState
 class _ProtocolSending(_ProtocolState):
     """Serializing frames, and the closing handshake from our side."""
 
+    __slots__ = ()
+
     def data_to_send(self) -> list[bytes]:
         """Return the bytes to write since the last call, in order.
 

@@ -83,7 +83,7 @@ from rue_trio.protocol import (
 )
 
 from ._config import ConnectionStatistics
-from ._core import HandshakeRequest
+from ._core import HandshakeRequest, _new_id
 from ._tasks import _ConnectionTasks
 
 __all__ = ["HandshakeRequest", "WebSocketConn"]
@@ -121,12 +121,17 @@ class WebSocketConn(_ConnectionTasks):
 
     def __repr__(self) -> str:
         role = self._protocol.role.value
-        return f"<WebSocketConn id={self._id} {role} {self._protocol.state.name}>"
+        return f"<WebSocketConn id={self.id} {role} {self._protocol.state.name}>"
 
     @property
     def id(self) -> str:
         """A unique, printable identifier: 16 hex digits, random (unique across nodes)."""
-        return self._id
+        # Drawn when first asked for: most idle connections never are (their log lines
+        # are off by default), and the string costs 67 bytes (bench/idle_memory.py).
+        ident = self._id
+        if ident is None:
+            ident = self._id = _new_id()
+        return ident
 
     @property
     def role(self) -> Role:
@@ -166,14 +171,22 @@ class WebSocketConn(_ConnectionTasks):
         """
         if not self._reader_done:
             return None
-        return self._protocol.close_exc.code
+        # What ConnectionClosed.code says, without building the exception (and its
+        # message) for each read: the handler reads these twice per connection, for the
+        # tally and the log line (bench/profile_server.py --scenario handshake: 4 -> 1
+        # ConnectionClosed built per connection).
+        protocol = self._protocol
+        frame = protocol.close_rcvd or protocol.close_sent
+        return 1006 if frame is None else frame.code
 
     @property
     def close_reason(self) -> str | None:
         """The close reason that goes with :attr:`close_code`, else ``None``."""
         if not self._reader_done:
             return None
-        return self._protocol.close_exc.reason
+        protocol = self._protocol
+        frame = protocol.close_rcvd or protocol.close_sent
+        return "" if frame is None else frame.reason
 
     @property
     def app_state(self) -> dict[str, Any]:
@@ -466,12 +479,15 @@ class WebSocketConn(_ConnectionTasks):
                 (a transport error, a protocol violation, a timeout).
             trio.BusyResourceError: another task is already receiving.
         """
-        if self._receiving:
-            raise trio.BusyResourceError("another task is already receiving on this connection")
-        # Returns normally only without yielding: the buffer cannot change meanwhile.
+        if self._receiver.task is not None:
+            raise self._busy_receiving()
         await checkpoint_if_cancelled()
-        if not self._inbound:
-            await self._wait_message()
+        # The wait is inline (here and in __anext__), not a coroutine of its own: an idle
+        # connection's task parks in one frame less (bench/idle_memory.py).
+        while not self._inbound:
+            if self._reader_done:
+                await self._raise_closed()
+            await self._receiver.wait()
         return self._take_message()
 
     async def receive_json(self) -> Any:
@@ -486,6 +502,10 @@ class WebSocketConn(_ConnectionTasks):
         message = await self.receive()
         return json.loads(message.data)
 
+    def _busy_receiving(self) -> trio.BusyResourceError:
+        """What a second task receiving gets: one task waits for messages at a time."""
+        return trio.BusyResourceError("another task is already receiving on this connection")
+
     def __aiter__(self) -> WebSocketConn:
         return self
 
@@ -499,14 +519,16 @@ class WebSocketConn(_ConnectionTasks):
         """
         # receive() but for the end of the iteration, not awaited through it: one
         # coroutine less per message on the hot path of ``async for message in conn``.
-        if self._receiving:
-            raise trio.BusyResourceError("another task is already receiving on this connection")
+        if self._receiver.task is not None:
+            raise self._busy_receiving()
         await checkpoint_if_cancelled()
-        if not self._inbound:
-            try:
-                await self._wait_message()
-            except ConnectionClosedOK:
-                raise StopAsyncIteration from None
+        while not self._inbound:
+            if self._reader_done:
+                try:
+                    await self._raise_closed()
+                except ConnectionClosedOK:
+                    raise StopAsyncIteration from None
+            await self._receiver.wait()
         return self._take_message()
 
     async def close(self, code: int = 1000, reason: str = "") -> None:

@@ -10,13 +10,14 @@ import math
 import os
 from collections.abc import Callable
 from sys import getsizeof
+from typing import TypeVar
 
 import trio
-from trio.lowlevel import checkpoint_if_cancelled
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled, wait_readable
 
-from rue_trio.protocol import Message, Pong, State
+from rue_trio.protocol import Event, Message, Pong, State
 
-from ._core import _ConnectionCore
+from ._core import _NO_PINGS, _ConnectionCore
 from ._queue import _Buffer, _rest
 
 # The writer's batch stops once it holds this many bytes (it goes past by one frame at
@@ -34,10 +35,13 @@ _MAX_GATHER = 256
 # A write renews its bound (ConnectionConfig.write_timeout) at least once per this many
 # bytes: the bound is on progress, not on a whole write of up to _MAX_WRITE.
 _CHUNK = 1 << 16
+_A = TypeVar("_A")
+_R = TypeVar("_R")
 _TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 # What a closed socket's calls fail with (as trio's SocketStream sees them).
 _CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
-# Whether a socket's descriptor can be written with os.write (not on Windows).
+# Whether a socket's descriptor can be read and written with os.read and os.write (not on
+# Windows).
 _WRITE_FD = os.name == "posix"
 
 
@@ -87,8 +91,11 @@ class _ConnectionTasks(_ConnectionCore):
         byte_limit = self._config.inbound_queue_bytes
         out = self._out
         receiver = self._receiver
+        # A plain socket is read through its descriptor (os.read), as it is written.
+        sock = self._sock
         data: bytes | bytearray = self._trailing_data
         self._trailing_data = b""
+        event: Event | None = None
         await checkpoint_if_cancelled()
         try:
             while True:
@@ -134,12 +141,35 @@ class _ConnectionTasks(_ConnectionCore):
                                 if type(event) is Pong:
                                     self._on_pong(event.data)
                                 self._pump()
-                        if receiver.task is not None:
+                        # Only for a message: the application's wait ends on one, or at
+                        # the end (see _teardown). Woken by the peer's close frame, it
+                        # would only sleep again: a task step per connection
+                        # (bench/profile_server.py --scenario handshake: 12 -> 11 steps).
+                        if inbound and receiver.task is not None:
                             receiver.wake()
                     self._pump()
                     if protocol.parser_exc is not None and self._connection_exc is None:
                         await self._fail_after_replies()
-                data = await stream.receive_some(size)
+                # Not kept while waiting: an idle connection would hold its last read (up
+                # to read_size bytes) and its last event (a message of up to
+                # max_message_size) for as long as it stays idle.
+                data = b""
+                event = None
+                if sock is None:
+                    data = await stream.receive_some(size)
+                else:
+                    # What SocketStream.receive_some does, parked on the descriptor alone:
+                    # its chain of coroutines (the stream, the socket's wrapper and
+                    # helper, an error-translating context manager) is gone while idle
+                    # (bench/idle_memory.py: 16.15 -> 14.63 KiB per idle connection).
+                    await checkpoint_if_cancelled()
+                    chunk = _call_now(os.read, sock, size)
+                    if chunk is not None:
+                        await cancel_shielded_checkpoint()
+                    while chunk is None:
+                        await wait_readable(sock)
+                        chunk = _call_now(os.read, sock, size)
+                    data = chunk
                 if not data:
                     return True
         except trio.ClosedResourceError as exc:
@@ -190,7 +220,7 @@ class _ConnectionTasks(_ConnectionCore):
             self._out._close()
             for waiter in self._pings.values():
                 waiter.event.set()
-            self._pings.clear()
+            self._pings = _NO_PINGS
             self._ka_due = math.inf
             if self._stream_closed_by_us:
                 # The writer closed it after the closing handshake.
@@ -213,39 +243,100 @@ class _ConnectionTasks(_ConnectionCore):
             self._set_closed()
 
     async def _run_writer(self) -> None:
-        while True:
-            scope = self._writer_scope
-            with scope:
-                await checkpoint_if_cancelled()
-                try:
-                    await self._write_loop()
-                except _TRANSPORT_ERRORS as exc:
-                    if not self._stream_closed_by_us:
+        out = self._out
+        stream = self._stream
+        keepalive = self._config.ping_interval is not None
+        # A plain socket is written through its own send calls, each one a step of
+        # progress that renews the write bound; any other stream by chunks.
+        sock = stream.socket if type(stream) is trio.SocketStream else None
+        # The flag tells _end_tasks that there is nothing left to cancel.
+        try:
+            while True:
+                scope = self._writer_scope
+                with scope:
+                    # A cancellation point only: the first wait for frames is the schedule point.
+                    await checkpoint_if_cancelled()
+                    try:
+                        # The write loop runs in this frame, not in a coroutine of its own: an
+                        # idle writer parks in one frame less (bench/idle_memory.py: 328 bytes
+                        # per idle connection).
+                        while True:
+                            if not out:
+                                if out._is_closed():
+                                    return
+                                if self._ka_due < scope.deadline:
+                                    # Wake for the keepalive's next step (a no-op without it).
+                                    scope.deadline = self._ka_due
+                                await out._wait_frames()
+                                continue
+                            if keepalive and trio.current_time() >= self._ka_due:
+                                # A busy writer is never idle when the keepalive is due.
+                                self._keepalive_tick(trio.current_time())
+                            batch, eof = out._take(_MAX_WRITE)
+                            if batch:
+                                self._writing = True
+                                # The frames are in ``data`` now (joined, or the batch itself
+                                # for a gathering write). Kept through a write to a slow
+                                # peer, joined frames held a second copy of it: 198 KB where
+                                # the queue's byte bound was 64 KiB, 134 KB without
+                                # (test_write_through_hostile.py, memory).
+                                if sock is not None:
+                                    data, size = _for_write(batch)
+                                    del batch
+                                    sent = _write_now(sock, data) if _WRITE_FD else 0
+                                    if sent < size:
+                                        await _send_to_socket(sock, data, sent, self._arm_write)
+                                else:
+                                    joined = batch[0] if len(batch) == 1 else b"".join(batch)
+                                    del batch
+                                    size = await self._send_chunks(joined)
+                                self._writing = False
+                                self._bytes_sent += size
+                            if eof:
+                                # Ending the transport is bounded by the reader's close
+                                # timeout. Set only if armed: setting a deadline costs
+                                # about ten calls of Trio's bookkeeping
+                                # (bench/profile_server.py --scenario handshake: 1,349 ->
+                                # 1,339 calls per connection).
+                                if scope.deadline != math.inf:
+                                    scope.deadline = math.inf
+                                await self._end_transport()
+                                return
+                    except _TRANSPORT_ERRORS as exc:
+                        if not self._stream_closed_by_us:
+                            self._abort(exc)
+                    except Exception as exc:
+                        # A bug; as in the reader, it must not reach the user's nursery.
                         self._abort(exc)
-                except Exception as exc:
-                    # A bug; as in the reader, it must not reach the user's nursery.
-                    self._abort(exc)
-            now = trio.current_time()
-            if not scope.cancelled_caught or self._reader_done or now < scope.deadline:
-                return
-            # The deadline: the write bound, or the keepalive's next step.
-            if self._writing:
-                # Cut short, the write leaves the transport unusable: abort.
-                if now >= self._keepalive_fail_at():
-                    self._keepalive_failed()
-                else:
-                    timeout = self._config.write_timeout
-                    self._abort(TimeoutError(f"a write made no progress for {timeout} s"))
-                return
-            if now >= self._ka_due:
-                try:
-                    self._keepalive_tick(now)
-                except Exception as exc:
-                    self._abort(exc)
+                if not self._writer_goes_on(scope):
                     return
-            # Otherwise the write bound left armed after the last write (see _arm_write)
-            # ran out while the writer was idle. Go on in a fresh scope.
-            self._writer_scope = trio.CancelScope(shield=True, deadline=self._ka_due)
+        finally:
+            self._writer_done = True
+
+    def _writer_goes_on(self, scope: trio.CancelScope) -> bool:
+        """After the writer's scope ended: whether the writer goes on in a fresh scope."""
+        now = trio.current_time()
+        if not scope.cancelled_caught or self._reader_done or now < scope.deadline:
+            return False
+        # The deadline: the write bound, or the keepalive's next step.
+        if self._writing:
+            # Cut short, the write leaves the transport unusable: abort.
+            if now >= self._keepalive_fail_at():
+                self._keepalive_failed()
+            else:
+                timeout = self._config.write_timeout
+                self._abort(TimeoutError(f"a write made no progress for {timeout} s"))
+            return False
+        if now >= self._ka_due:
+            try:
+                self._keepalive_tick(now)
+            except Exception as exc:
+                self._abort(exc)
+                return False
+        # Otherwise the write bound left armed after the last write (see _arm_write) ran
+        # out while the writer was idle. Go on in a fresh scope.
+        self._writer_scope = trio.CancelScope(shield=True, deadline=self._ka_due)
+        return True
 
     def _put(self, frame: bytes, payload: bytes = b"") -> None:
         """Send a data frame: write it through when the writer is idle, else queue it.
@@ -345,54 +436,12 @@ class _ConnectionTasks(_ConnectionCore):
         if sent < size:
             out._wake_writer()
 
-    async def _write_loop(self) -> None:
-        out = self._out
-        stream = self._stream
-        scope = self._writer_scope
-        keepalive = self._config.ping_interval is not None
-        # A plain socket is written through its own send calls, each one a step of
-        # progress that renews the write bound; any other stream by chunks.
-        sock = stream.socket if type(stream) is trio.SocketStream else None
-        # A cancellation point only: the first wait for frames is the schedule point.
-        await checkpoint_if_cancelled()
-        while True:
-            if not out:
-                if out._is_closed():
-                    return
-                if self._ka_due < scope.deadline:
-                    # Wake for the keepalive's next step (a no-op without keepalive).
-                    scope.deadline = self._ka_due
-                await out._wait_frames()
-                continue
-            if keepalive and trio.current_time() >= self._ka_due:
-                # A busy writer is never idle when the keepalive is due.
-                self._keepalive_tick(trio.current_time())
-            batch, eof = out._take(_MAX_WRITE)
-            if batch:
-                self._writing = True
-                if sock is not None:
-                    data, size = _for_write(batch)
-                    sent = _write_now(sock, data) if _WRITE_FD else 0
-                    if sent < size:
-                        await _send_to_socket(sock, data, sent, self._arm_write)
-                else:
-                    size = await self._send_chunks(batch)
-                self._writing = False
-                self._bytes_sent += size
-            if eof:
-                # Ending the transport is bounded by the reader's close timeout.
-                scope.deadline = math.inf
-                await self._end_transport()
-                return
+    async def _send_chunks(self, data: _Buffer) -> int:
+        """Write to a stream that is not a plain socket; return the size written.
 
-    async def _send_chunks(self, batch: list[_Buffer]) -> int:
-        """Write a batch to a stream that is not a plain socket; return its size.
-
-        Small frames are joined; a frame of more than ``_CHUNK`` bytes goes by chunks of
-        its own, each a ``send_all`` that renews the write bound.
+        By chunks of ``_CHUNK`` bytes, each a ``send_all`` that renews the write bound.
         """
         stream = self._stream
-        data = batch[0] if len(batch) == 1 else b"".join(batch)
         size = len(data)
         start = 0
         with memoryview(data) as view:
@@ -499,7 +548,14 @@ class _ConnectionTasks(_ConnectionCore):
             # TCP first): the peer sends nothing more, so close at once instead of
             # waiting for its FIN; the reader then ends (its stream is closed by us).
             self._stream_closed_by_us = True
-            await stream.aclose()
+            if type(stream) is trio.SocketStream:
+                # What its aclose does, without the checkpoint: the writer ends in the
+                # step that wrote the close frame, one task step less per connection
+                # (bench/profile_server.py --scenario handshake: 13 -> 12 steps).
+                stream.socket.close()
+                await checkpoint_if_cancelled()
+            else:
+                await stream.aclose()
 
 
 def _socket_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
@@ -527,6 +583,21 @@ def _for_write(batch: list[_Buffer]) -> tuple[_Buffer | list[_Buffer], int]:
     return joined, len(joined)
 
 
+def _call_now(call: Callable[[int, _A], _R], sock: trio.socket.SocketType, arg: _A) -> _R | None:
+    """``call(descriptor, arg)`` (``os.read`` or ``os.write``); ``None`` if it would block.
+
+    Raises:
+        trio.ClosedResourceError: the socket was closed (by us).
+        trio.BrokenResourceError: the connection broke.
+    """
+    try:
+        return call(sock.fileno(), arg)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        raise _socket_error(exc) from exc
+
+
 def _write_now(sock: trio.socket.SocketType, data: _Buffer | list[_Buffer]) -> int:
     """Write what the kernel takes of ``data`` at once, without yielding; return how much.
 
@@ -542,14 +613,9 @@ def _write_now(sock: trio.socket.SocketType, data: _Buffer | list[_Buffer]) -> i
         trio.ClosedResourceError: the socket was closed (by us).
         trio.BrokenResourceError: the connection broke.
     """
-    try:
-        if isinstance(data, list):
-            return os.writev(sock.fileno(), data)
-        return os.write(sock.fileno(), data)
-    except BlockingIOError:
-        return 0
-    except OSError as exc:
-        raise _socket_error(exc) from exc
+    if isinstance(data, list):
+        return _call_now(os.writev, sock, data) or 0
+    return _call_now(os.write, sock, data) or 0
 
 
 async def _send_to_socket(

@@ -560,7 +560,7 @@ async def test_server_task_base_exception_leaves_unwrapped(
         assert info.value.code == 1006
 
 
-@pytest.mark.parametrize("task", ["_write_loop", "_keepalive_tick", "_read_loop"])
+@pytest.mark.parametrize("task", ["_arm_write", "_keepalive_tick", "_read_loop"])
 async def test_server_task_bug_closes_with_cause_never_raises_into_nursery(
     task: str, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -570,10 +570,11 @@ async def test_server_task_bug_closes_with_cause_never_raises_into_nursery(
         await trio.lowlevel.checkpoint()
         raise RuntimeError("bug")
 
-    def broken_step(self: WebSocketConn, now: float) -> None:
+    def broken_step(self: WebSocketConn, *args: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(WebSocketConn, task, broken_step if task == "_keepalive_tick" else broken)
+    # The writer's bug comes with its first write: the keepalive's ping.
+    monkeypatch.setattr(WebSocketConn, task, broken if task == "_read_loop" else broken_step)
     server_stream, client_stream = trio.testing.memory_stream_pair()
     config = ConnectionConfig(ping_interval=1, close_timeout=1)
     async with open_websocket_conn(

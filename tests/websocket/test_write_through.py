@@ -173,17 +173,26 @@ async def test_send_cancelled_waiting_for_room_queues_nothing() -> None:
         sent: list[bytes] = []
         cancelled: list[bytes] = []
         for payload in payloads:
-            with trio.CancelScope() as scope:
-                if conn.statistics().queued_frames >= 2:
-                    # No room: cancel the wait once the send is parked.
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(_cancel_when_blocked, scope)
-                        await conn.send_bytes(payload)
-                else:
-                    await conn.send_bytes(payload)
-            (cancelled if scope.cancelled_caught else sent).append(payload)
+            ok = await send_unless_it_waits(conn, MessageType.BINARY, payload)
+            (sent if ok else cancelled).append(payload)
         assert cancelled
         assert await read_payloads(peer, len(sent)) == sent
+
+
+async def send_unless_it_waits(conn: WebSocketConn, type: MessageType, data: str | bytes) -> bool:
+    """Send; if the queue is full, cancel the send once it waits for room.
+
+    Returns:
+        Whether the message was sent (else it was cancelled).
+    """
+    with trio.CancelScope() as scope:
+        if conn.statistics().queued_frames >= conn._out.statistics().max_frames:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_when_blocked, scope)
+                await conn.send(type, data)
+        else:
+            await conn.send(type, data)
+    return not scope.cancelled_caught
 
 
 async def _cancel_when_blocked(scope: trio.CancelScope) -> None:
