@@ -22,6 +22,7 @@ from rue_trio.exceptions import ConnectionClosedError
 from rue_trio.hub import Hub
 from rue_trio.protocol import MessageType, Role, WebSocketProtocol, encode_message
 from rue_trio.websocket import ConnectionConfig, WebSocketConn, open_websocket_conn
+from rue_trio.websocket._tasks import _for_write
 
 from ._util import WriterSteps
 
@@ -316,3 +317,14 @@ async def test_large_send_queues_its_payload_without_copying_it() -> None:
         assert await read_payloads(peer, 2) == big
         await trio.testing.wait_all_tasks_blocked()
         assert conn.statistics().bytes_sent == 2 * (len(big[0]) + 10)
+
+
+def test_batch_written_gathered_only_when_large_and_short() -> None:
+    """A large batch of few buffers is written as it is; a small or long one is joined."""
+    large: list[bytes | memoryview] = [b"h" * 10, b"p" * (1 << 16)]
+    assert _for_write(large) == (large, 10 + (1 << 16))
+    assert _for_write([b"ab", b"cd"]) == (b"abcd", 4)
+    many: list[bytes | memoryview] = [b"x" * 1024] * 300  # more than one writev takes
+    assert _for_write(many) == (b"x" * 1024 * 300, 1024 * 300)
+    single = memoryview(b"rest")
+    assert _for_write([single]) == (single, 4)
