@@ -51,6 +51,7 @@ import cProfile
 import gc
 import json
 import pstats
+import resource
 import sys
 import time
 from collections import Counter
@@ -249,9 +250,11 @@ async def run_scenario(args: argparse.Namespace, scenario: str) -> dict[str, Any
                     counter.active = True
                     young0 = gc.get_stats()[0]["collections"]
                     cpu0 = time.process_time()
+                    usage0 = resource.getrusage(resource.RUSAGE_SELF)
                     await child.say("GO")
                     ops = int((await child.expect("DONE")).split()[1])
                     cpu = time.process_time() - cpu0
+                    usage1 = resource.getrusage(resource.RUSAGE_SELF)
                     young = gc.get_stats()[0]["collections"] - young0
                     counter.active = False
                     trio.lowlevel.remove_instrument(counter)  # not in the profile
@@ -288,6 +291,8 @@ async def run_scenario(args: argparse.Namespace, scenario: str) -> dict[str, Any
         ops=ops,
         unit=_loadgen.UNITS[scenario],
         cpu_us_per_op=cpu / ops * 1e6,
+        sys_us_per_op=(usage1.ru_stime - usage0.ru_stime) / ops * 1e6,
+        page_faults_per_op=(usage1.ru_minflt - usage0.ru_minflt) / ops,
         task_steps_per_op=sum(counter.steps.values()) / ops,
         reschedules_per_op=counter.scheduled / ops,
         io_waits_per_op=counter.io_waits / ops,
@@ -310,7 +315,9 @@ def report(r: dict[str, Any]) -> str:
     p = r["profile"]
     out = [
         f"== {r['scenario']} on {r['server']}: {r['ops']} x {r['unit']} per phase",
-        f"server CPU per {r['unit']}: {r['cpu_us_per_op']:.1f} us (noisy: moves with load)",
+        f"server CPU per {r['unit']}: {r['cpu_us_per_op']:.1f} us, of which system "
+        f"{r['sys_us_per_op']:.1f} us (noisy: moves with load); "
+        f"minor page faults {r['page_faults_per_op']:.1f}",
         f"task steps {r['task_steps_per_op']:.2f}, reschedules {r['reschedules_per_op']:.2f}, "
         f"scheduler passes {r['io_waits_per_op']:.2f}, "
         f"tasks spawned {r['tasks_spawned_per_op']:.2f} per {r['unit']}",

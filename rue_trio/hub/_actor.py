@@ -21,7 +21,7 @@ from ._commands import (
     _Op,
     _stopped_error,
 )
-from ._delivery import _Audience, _Entry, _offer
+from ._delivery import _Audience, _Entry, _failure, _offer
 from ._member import Member
 from ._membership import _Membership
 from ._streams import Sequenced
@@ -97,7 +97,6 @@ class _Actor(_Membership):
         receive_nowait = self._inbox_receive.receive_nowait
         apply = self._apply
         quantum = self._high_water // 4
-        unflushed = self._unflushed
         while True:
             # receive() is a schedule point even when a command is waiting.
             command = await receive()
@@ -112,9 +111,31 @@ class _Actor(_Membership):
                 # one write per member and batch. Per delivery to 1,000 members
                 # (bench/profile_server.py --scenario broadcast): 1.00 task step and 46
                 # calls when each offer woke the member's writer, 0.00 and 18 this way.
-                for flush in unflushed:
-                    flush()
-                unflushed.clear()
+                self._flush_members()
+
+    def _flush_members(self) -> None:
+        """Flush, once, each member that an offer of this batch left with frames to write.
+
+        A flush runs in this task: one that raises what it must not (a bug in the member's
+        port) is that member's failure, settled as a refused offer (closed with 1011,
+        removed, counted), never the hub's, and the members after it are still flushed.
+        Settling may announce notices, whose offers are flushed in turn.
+        """
+        while self._unflushed:
+            entries, self._unflushed = self._unflushed, []
+            registered = self._everyone.entries
+            failed: dict[str, int] = {}
+            for entry in entries:
+                try:
+                    entry.flush()
+                except Exception as exc:
+                    why = _failure(entry.id, exc)
+                    if registered.get(entry.id) is entry:
+                        failed[entry.id] = why
+            if failed:
+                self._settle(list(failed.items()))
+                if self._notices:
+                    self._announce()
 
     def _apply_batch(
         self,

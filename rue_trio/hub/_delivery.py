@@ -92,7 +92,7 @@ def _offer(
     skip: str | None,
     high_water: int,
     failed: list[tuple[str, int]],
-    unflushed: list[Callable[[], None]],
+    unflushed: list[_Entry],
 ) -> tuple[int, int, int]:
     """Offer one message to a group of members, never waiting for any of them.
 
@@ -100,9 +100,9 @@ def _offer(
     otherwise, with ``share``, the first member able to encode makes the frame of the
     whole group (equal keys), and without, each member encodes its own. A member's
     refusal is appended to ``failed`` with its :func:`_failure` code, for the caller to
-    settle after the loop. The ``_hub_flush`` of a member whose queue this offer made
-    non-empty is appended to ``unflushed``: offers do not wake the member's writer, and
-    the actor flushes each such member once, when its batch of commands is done. A
+    settle after the loop. A member whose queue this offer made non-empty is appended
+    to ``unflushed``: offers do not wake the member's writer, and the actor flushes each
+    such member once, when its batch of commands is done. A
     queue that was not empty needs no flush of ours: its writer was woken already, or the
     cork scope, or the earlier offer of this batch, that queued its frames flushes them.
 
@@ -129,7 +129,7 @@ def _offer(
             failed.append((member_id, _failure(member_id, exc)))
         else:
             if queued == len(frame):
-                unflushed.append(entry.flush)
+                unflushed.append(entry)
             if queued > high_water:
                 crowded = queued
     return offered, encodes, crowded

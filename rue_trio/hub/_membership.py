@@ -68,8 +68,8 @@ class _Membership:
         # broadcast since the actor last yielded.
         self._crowded = False
         self._unpaced = 0
-        # The flushes owed at the end of the current batch (see _serve and _offer).
-        self._unflushed: list[Callable[[], None]] = []
+        # The members owed a flush at the end of the current batch (see _serve and _offer).
+        self._unflushed: list[_Entry] = []
         self._backplane = backplane
         self._remote_buffer = remote_buffer
         self._policy: Literal["close", "drop"] = policy

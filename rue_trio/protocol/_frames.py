@@ -72,19 +72,43 @@ def encode_frame(
     Returns:
         The frame, header and payload, as one bytes object.
     """
-    b0 = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)
-    length = len(payload)
-    mask_bit = 0 if mask is None else 0x80
-    # Section 5.2: the minimal number of bytes MUST be used to encode the length.
-    if length < 126:
-        header = bytes((b0, mask_bit | length))
-    elif length < 0x10000:
-        header = _HEADER_16.pack(b0, mask_bit | 126, length)
-    else:
-        header = _HEADER_64.pack(b0, mask_bit | 127, length)
+    header = _header(opcode, len(payload), fin, rsv1, mask is not None)
     if mask is None:
         return header + payload
     return header + mask + apply_mask(payload, mask)
+
+
+def encode_frame_parts(
+    opcode: int, payload: bytes | bytearray | memoryview, rsv1: bool, mask: bytes | None
+) -> tuple[bytes, bytes]:
+    """Serialize one final frame as its header and its payload: :func:`encode_frame` in two.
+
+    For an I/O layer that writes a large frame with one gathering write (``os.writev``,
+    ``socket.sendmsg``) instead of copying its payload behind the header: an unmasked
+    ``bytes`` payload is returned as it is, not copied. The arguments are those of
+    :func:`encode_frame`.
+
+    Returns:
+        ``(header, payload)``, whose concatenation is what :func:`encode_frame` returns;
+        the header includes the masking key of a client frame.
+    """
+    header = _header(opcode, len(payload), True, rsv1, mask is not None)
+    if mask is not None:
+        return header + mask, apply_mask(payload, mask)
+    # Not a view of the caller's buffer: it may change it once the frame is queued.
+    return header, payload if type(payload) is bytes else bytes(payload)
+
+
+def _header(opcode: int, length: int, fin: bool, rsv1: bool, masked: bool) -> bytes:
+    """A frame header without its masking key (section 5.2)."""
+    b0 = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)
+    mask_bit = 0x80 if masked else 0
+    # Section 5.2: the minimal number of bytes MUST be used to encode the length.
+    if length < 126:
+        return bytes((b0, mask_bit | length))
+    if length < 0x10000:
+        return _HEADER_16.pack(b0, mask_bit | 126, length)
+    return _HEADER_64.pack(b0, mask_bit | 127, length)
 
 
 def encode_message(type: MessageType | int, data: str | bytes | bytearray | memoryview) -> bytes:

@@ -11,7 +11,13 @@ import os
 
 from rue_trio.exceptions import CloseFrame
 
-from ._frames import MessageType, Opcode, encode_close_payload, encode_frame
+from ._frames import (
+    MessageType,
+    Opcode,
+    encode_close_payload,
+    encode_frame,
+    encode_frame_parts,
+)
 from ._state import _MASK_POOL_SIZE, State, _ProtocolState
 
 
@@ -86,9 +92,35 @@ class _ProtocolSending(_ProtocolState):
             raise ValueError(f"not a data message type: {type!r}")
         return self._encode_data(type, data, True)
 
+    def encode_parts(
+        self, type: MessageType | int, data: str | bytes | bytearray | memoryview
+    ) -> tuple[bytes, bytes]:
+        """As :meth:`encode`, but the frame as its header and its payload.
+
+        ``header + payload`` is what :meth:`encode` returns. For an I/O layer that writes
+        a large frame with one gathering write instead of copying its payload behind the
+        header: on a server without compression, a ``bytes`` message is the payload
+        itself, not copied.
+
+        Raises:
+            ConnectionClosed, ValueError: as :meth:`encode`.
+        """
+        if type != 1 and type != 2:
+            raise ValueError(f"not a data message type: {type!r}")
+        payload, rsv1 = self._prepare(type, data, True)
+        mask = self._next_mask() if self._is_client else None
+        return encode_frame_parts(type, payload, rsv1, mask)
+
     def _encode_data(
         self, opcode: int, data: str | bytes | bytearray | memoryview, fin: bool
     ) -> bytes:
+        payload, rsv1 = self._prepare(opcode, data, fin)
+        return self._encode(opcode, payload, fin=fin, rsv1=rsv1)
+
+    def _prepare(
+        self, opcode: int, data: str | bytes | bytearray | memoryview, fin: bool
+    ) -> tuple[bytes | bytearray | memoryview, bool]:
+        """Check that a data frame may be sent; return its payload and RSV1 bit."""
         if self.close_sent is not None or self.close_rcvd is not None:
             raise self.close_exc
         if isinstance(data, str):
@@ -105,9 +137,8 @@ class _ProtocolSending(_ProtocolState):
         self._send_fragmented = not fin
         if self._send_compressed:
             assert self.deflate is not None
-            data = self.deflate.compress(data, fin=fin)
-            return self._encode(opcode, data, fin=fin, rsv1=opcode != 0)
-        return self._encode(opcode, data, fin=fin)
+            return self.deflate.compress(data, fin=fin), opcode != 0
+        return data, False
 
     def send_ping(self, data: bytes = b"") -> None:
         """Queue a ping (section 5.5.2).

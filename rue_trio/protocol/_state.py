@@ -134,10 +134,10 @@ class _ProtocolState:
         # attribute for the two: one read on the hot path).
         self._frame_left = 0
         self._frame_fin_key: tuple[bool, bytes] = (False, b"")
-        # The message being reassembled: its type, bytes, size (frame overheads
-        # included), compression and UTF-8 validator.
+        # The message being reassembled: its type, parts (see _receiving._PART_MIN),
+        # size (frame overheads included), compression and UTF-8 validator.
         self._frag_type: MessageType | None = None
-        self._assembly = bytearray()
+        self._assembly: list[bytes | bytearray] = []
         self._frag_size = 0
         self._frag_compressed = False
         self._frag_decoder: codecs.IncrementalDecoder | None = None
@@ -153,7 +153,7 @@ class _ProtocolState:
         self._buf = bytearray()
         self._pos = 0
         self._frame_left = 0
-        self._assembly = bytearray()
+        self._assembly = []
 
     # --------------------------------------------------------------- reporting
 

@@ -100,6 +100,11 @@ from ._tasks import _ConnectionTasks
 
 __all__ = ["HandshakeRequest", "WebSocketConn"]
 
+# A message of at least this many bytes is queued as its frame's header and its payload,
+# written with one gathering write: the payload is not copied behind the header (see
+# _tasks._GATHER_MIN for the figures).
+_SPLIT_MIN = 1 << 16
+
 
 def _frame_estimate(data: str | bytes | bytearray | memoryview) -> int:
     """The bytes a message's frame takes, known before it is encoded (room comes first).
@@ -363,7 +368,10 @@ class WebSocketConn(_ConnectionTasks):
             if not out._is_accepting():
                 await self._raise_closed_to_sender()
         # No checkpoint from here on: the message is encoded and queued at once.
-        self._put(self._protocol.encode(message_type, data))
+        if size < _SPLIT_MIN:
+            self._put(self._protocol.encode(message_type, data))
+        else:
+            self._put(*self._protocol.encode_parts(message_type, data))
         self._messages_sent += 1
 
     def send_nowait(
@@ -386,9 +394,13 @@ class WebSocketConn(_ConnectionTasks):
         out = self._out
         if not out._is_accepting():
             raise self._closed_error()
-        if not out._has_room(_frame_estimate(data)):
+        size = _frame_estimate(data)
+        if not out._has_room(size):
             raise trio.WouldBlock
-        self._put(self._protocol.encode(message_type, data))
+        if size < _SPLIT_MIN:
+            self._put(self._protocol.encode(message_type, data))
+        else:
+            self._put(*self._protocol.encode_parts(message_type, data))
         self._messages_sent += 1
 
     async def send_text(self, text: str) -> None:

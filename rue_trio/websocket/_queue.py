@@ -16,7 +16,9 @@ Why not a Trio memory channel? Three reasons, all about the hot path and the inv
   reader's own pace.
 
 The queue holds ``bytes`` objects and never copies them: a broadcast frame encoded once is
-the same object in every recipient's queue ("Encode once").
+the same object in every recipient's queue ("Encode once"). The connection also queues,
+without copying, the rest of a frame a write took part of (a view of it), and a large
+frame as its header and its payload, two entries written with one gathering write.
 """
 
 from __future__ import annotations
@@ -32,13 +34,30 @@ from ._waiter import Waiter
 
 __all__ = ["FrameQueue", "FrameQueueStatistics"]
 
+# What the queue holds: frames, or parts of frames (see the module's docstring).
+_Buffer = bytes | memoryview
+
+
+def _rest(buffers: list[_Buffer], sent: int) -> list[_Buffer]:
+    """What is left of ``buffers`` once their first ``sent`` bytes were written (no copy)."""
+    for i, buffer in enumerate(buffers):
+        size = len(buffer)
+        if sent < size:
+            rest = buffers[i:]
+            if sent:
+                rest[0] = memoryview(buffer)[sent:]
+            return rest
+        sent -= size
+    return []
+
 
 @dataclass(frozen=True, slots=True)
 class FrameQueueStatistics:
     """A snapshot of a :class:`FrameQueue`.
 
     Attributes:
-        queued_frames: frames waiting to be written.
+        queued_frames: frames waiting to be written (a large frame the connection
+            sends counts twice: its header and its payload are queued apart).
         queued_bytes: bytes waiting to be written.
         max_frames: the frame bound.
         max_bytes: the byte bound.
@@ -102,7 +121,7 @@ class FrameQueue:
         # A list, not a deque: the writer usually takes it whole (see _take), and an
         # empty list costs 56 bytes where a deque allocates a 64-slot block at once;
         # an idle connection holds one queue.
-        self._frames: list[bytes] = []
+        self._frames: list[_Buffer] = []
         self._nbytes = 0
         self._max_frames = max_frames
         self._max_bytes = max_bytes
@@ -248,18 +267,15 @@ class FrameQueue:
         """
         self._through = True
 
-    def _written(self, data: bytes, sent: int) -> None:
-        """Everything queued, joined as ``data``, was written up to ``sent`` bytes.
+    def _written(self, data: _Buffer | list[_Buffer], sent: int, size: int) -> None:
+        """Everything queued, ``size`` bytes as ``data``, was written up to ``sent`` bytes.
 
-        The rest (if any) is queued as one frame, in front; the caller wakes the writer
-        for it. Senders waiting for room are released as by :meth:`_take`.
+        ``data`` is one buffer (the queue joined) or the queued buffers themselves. The
+        rest (if any) stays queued, in front, as views; the caller wakes the writer for
+        it. Senders waiting for room are released as by :meth:`_take`.
         """
-        if sent < len(data):
-            self._frames = [data[sent:]]
-            self._nbytes = len(data) - sent
-        else:
-            self._frames = []
-            self._nbytes = 0
+        self._frames = _rest(data if isinstance(data, list) else [data], sent)
+        self._nbytes = size - sent
         lot = self._room_lot
         if lot:
             lot.unpark_all()
@@ -315,7 +331,7 @@ class FrameQueue:
             if not self._accepting or self._has_room(size):
                 return
 
-    def _append(self, frame: bytes) -> None:
+    def _append(self, frame: _Buffer) -> None:
         """Queue a frame and wake the writer, unless a cork scope will flush it."""
         self._frames.append(frame)
         self._nbytes += len(frame)
@@ -356,8 +372,11 @@ class FrameQueue:
         if self._room_lot is not None:
             self._room_lot.unpark_all()
 
-    def _take(self, limit: int) -> tuple[list[bytes], bool]:
-        """Remove queued frames up to ``limit`` bytes (at least one frame).
+    def _take(self, limit: int) -> tuple[list[_Buffer], bool]:
+        """Remove queued frames until they hold ``limit`` bytes or more, or none is left.
+
+        The batch goes past ``limit`` by one entry at most: a large frame is not cut
+        from its header, queued apart before it.
 
         Returns:
             The frames, and whether the "close the transport" marker was reached.
@@ -372,7 +391,7 @@ class FrameQueue:
             if not frame:
                 eof = True
                 break
-            if taken and size + len(frame) > limit:
+            if size >= limit:
                 break
             size += len(frame)
             taken += 1

@@ -460,3 +460,36 @@ async def test_hub_flushes_each_member_once_per_batch(nursery: trio.Nursery) -> 
     hub.broadcast_nowait(TEXT, "again", room="room")
     await hub.flush()
     assert [member.flushes for member in members] == [1, 1, 0]
+
+
+class _FlushFails(FakeMember):
+    """A member whose flush raises what it must not (a bug in its port)."""
+
+    def _hub_flush(self) -> None:
+        super()._hub_flush()
+        raise RuntimeError("flush bug")
+
+
+async def test_hub_member_flush_raising_does_not_stop_the_hub(nursery: trio.Nursery) -> None:
+    """A flush runs in the hub's task after its batch: one that raises is that member's
+    failure (closed with 1011, removed, counted), never the hub's; the others are flushed."""
+    hub = await start_hub(nursery)
+    broken = _FlushFails("broken")
+    before = FakeMember("before")
+    after = FakeMember("after")
+    await hub.register(before)
+    await hub.register(broken)
+    await hub.register(after)
+    await hub.flush()
+    await hub.broadcast(TEXT, "one")
+    await hub.flush()
+    assert hub.running
+    assert before.flushes == broken.flushes == after.flushes == 1
+    assert broken.evictions == [(1011, "internal error")]
+    assert sorted(hub.members()) == ["after", "before"]
+    assert hub.statistics().member_errors == 1
+    before.frames.clear()
+    after.frames.clear()
+    await hub.broadcast(TEXT, "two")
+    await hub.flush()
+    assert before.payloads() == after.payloads() == [b"two"]

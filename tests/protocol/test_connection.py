@@ -662,3 +662,40 @@ def test_server_receive_reserved_data_opcode_fails_from_header(opcode: int) -> N
     server = WebSocketProtocol(Role.SERVER, max_message_size=None)
     server.receive_data(raw_frame(opcode, b"x" * 100_000)[:14])
     assert_failed(server, 1002, ProtocolError)
+
+
+def test_encode_parts_is_encode_in_two() -> None:
+    """encode_parts: header + payload is the frame; a server's bytes payload is not copied."""
+    payload = bytes(range(256)) * 300
+    server = WebSocketProtocol(Role.SERVER)
+    header, body = server.encode_parts(MessageType.BINARY, payload)
+    assert body is payload
+    assert header + body == server.encode(MessageType.BINARY, payload)
+    # A bytearray is copied: the caller may change it once the frame is queued.
+    buffer = bytearray(payload)
+    header, body = server.encode_parts(MessageType.BINARY, buffer)
+    buffer[0] = 255
+    assert type(body) is bytes
+    assert header + body == raw_frame(0x2, payload, mask=None)
+    text_header, text_body = server.encode_parts(MessageType.TEXT, "hé")
+    assert text_header + text_body == b"\x81\x03h\xc3\xa9"
+    with pytest.raises(ValueError, match="not a data message type"):
+        server.encode_parts(9, b"")
+    assert server.data_to_send() == []
+
+
+def test_client_encode_parts_masks_and_the_server_parses_it() -> None:
+    client = WebSocketProtocol(Role.CLIENT)
+    header, body = client.encode_parts(MessageType.BINARY, b"x" * 70_000)
+    assert len(header) == 2 + 8 + 4  # the 64-bit length form and the masking key
+    _, events = server_receives(header + body)
+    assert events == [Message(MessageType.BINARY, b"x" * 70_000)]
+
+
+def test_compressed_encode_parts_sets_rsv1() -> None:
+    client, server = deflate_pair()
+    header, body = server.encode_parts(MessageType.TEXT, "a" * 1000)
+    assert header[0] == 0xC1  # FIN, RSV1, text
+    assert len(body) < 100
+    client.receive_data(header + body)
+    assert client.events_received() == [Message(MessageType.TEXT, "a" * 1000)]

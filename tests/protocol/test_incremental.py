@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 import zlib
 
 import pytest
@@ -225,3 +226,35 @@ def test_server_payload_pending_is_zero_for_a_compressed_message() -> None:
     server.buffer_data(raw_frame(2, payload[:-4], rsv=4)[:100])
     assert server.next_event() is None
     assert server.payload_pending == 0
+
+
+def test_large_message_in_reads_is_held_at_its_size_then_joined_once() -> None:
+    """A 1 MiB message read in 64 KiB chunks costs about its bytes while it is assembled.
+
+    The parts are kept and joined once (1 % over the bytes at most), instead of a buffer
+    grown as the chunks come (12.6 % over, then reallocated and copied out).
+    """
+    size = 1 << 20
+    payload = bytes(range(256)) * (size // 256)
+    frame = raw_frame(2, payload, mask=None)
+    chunks = [frame[i : i + 65536] for i in range(0, len(frame), 65536)]
+    client = WebSocketProtocol(Role.CLIENT, max_message_size=None)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        held = 0
+        for chunk in chunks[:-1]:
+            client.buffer_data(chunk)
+            assert client.next_event() is None
+            held = max(held, tracemalloc.get_traced_memory()[0] - base)
+        tracemalloc.reset_peak()
+        client.buffer_data(chunks[-1])
+        event = client.next_event()
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert event == Message(BINARY, payload)
+    assert held <= size * 1.01
+    # The parts and the message, for the moment of the join.
+    assert peak <= size * 2.01
+    assert client._assembly == []

@@ -8,6 +8,7 @@ import trio.testing
 
 from rue_trio.websocket import FrameQueue
 from rue_trio.websocket._connection import _frame_estimate
+from rue_trio.websocket._queue import _rest
 
 
 def test_queue_send_nowait_full_by_frames_would_block() -> None:
@@ -120,14 +121,18 @@ def test_queue_stop_accepting_refuses_data_keeps_control() -> None:
     assert queue._take(1 << 20) == ([b"data", b"close"], True)
 
 
-def test_queue_take_caps_batch_size_but_takes_one_big_frame() -> None:
+def test_queue_take_caps_batch_size_past_it_by_one_frame() -> None:
     queue = FrameQueue(max_frames=10, max_bytes=1000)
-    for frame in (b"a" * 40, b"b" * 40, b"c" * 40):
+    for frame in (b"a" * 40, b"b" * 40, b"c" * 40, b"d" * 40):
         queue.send_nowait(frame)
-    assert queue._take(100) == ([b"a" * 40, b"b" * 40], False)
-    assert queue._take(100) == ([b"c" * 40], False)
-    queue.send_nowait(b"d" * 500)
-    assert queue._take(100) == ([b"d" * 500], False)
+    assert queue._take(100) == ([b"a" * 40, b"b" * 40, b"c" * 40], False)
+    assert queue._take(100) == ([b"d" * 40], False)
+    # A large frame's header is not cut from its payload.
+    queue.send_nowait(b"h" * 10)
+    queue.send_nowait(b"p" * 500)
+    queue.send_nowait(b"e" * 40)
+    assert queue._take(100) == ([b"h" * 10, b"p" * 500], False)
+    assert queue._take(100) == ([b"e" * 40], False)
 
 
 def test_queue_take_stops_at_transport_marker_keeps_what_follows() -> None:
@@ -205,3 +210,15 @@ def test_send_room_is_asked_for_the_message_size(
     queue = FrameQueue(max_frames=100, max_bytes=1000)
     queue.send_nowait(b"q" * 500)
     assert queue._has_room(_frame_estimate(data)) is (expected <= 500)
+
+
+@pytest.mark.parametrize(
+    ("sent", "rest"),
+    [(0, [b"abc", b"defg"]), (2, [b"c", b"defg"]), (3, [b"defg"]), (5, [b"fg"]), (7, [])],
+)
+def test_rest_of_buffers_after_a_partial_write(sent: int, rest: list[bytes]) -> None:
+    """What a gathering write leaves: views of the buffers it took part of, no copies."""
+    buffers: list[bytes | memoryview] = [b"abc", b"defg"]
+    left = _rest(buffers, sent)
+    assert [bytes(buffer) for buffer in left] == rest
+    assert all(type(buffer) is memoryview for buffer in left[:1] if sent in (2, 5))

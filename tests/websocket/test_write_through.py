@@ -9,6 +9,7 @@ from __future__ import annotations
 import select
 import socket
 import struct
+import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -21,6 +22,7 @@ from rue_trio.exceptions import ConnectionClosedError
 from rue_trio.hub import Hub
 from rue_trio.protocol import MessageType, Role, WebSocketProtocol, encode_message
 from rue_trio.websocket import ConnectionConfig, WebSocketConn, open_websocket_conn
+from rue_trio.websocket._tasks import _for_write
 
 from ._util import WriterSteps
 
@@ -172,17 +174,26 @@ async def test_send_cancelled_waiting_for_room_queues_nothing() -> None:
         sent: list[bytes] = []
         cancelled: list[bytes] = []
         for payload in payloads:
-            with trio.CancelScope() as scope:
-                if conn.statistics().queued_frames >= 2:
-                    # No room: cancel the wait once the send is parked.
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(_cancel_when_blocked, scope)
-                        await conn.send_bytes(payload)
-                else:
-                    await conn.send_bytes(payload)
-            (cancelled if scope.cancelled_caught else sent).append(payload)
+            ok = await send_unless_it_waits(conn, MessageType.BINARY, payload)
+            (sent if ok else cancelled).append(payload)
         assert cancelled
         assert await read_payloads(peer, len(sent)) == sent
+
+
+async def send_unless_it_waits(conn: WebSocketConn, type: MessageType, data: str | bytes) -> bool:
+    """Send; if the queue is full, cancel the send once it waits for room.
+
+    Returns:
+        Whether the message was sent (else it was cancelled).
+    """
+    with trio.CancelScope() as scope:
+        if conn.statistics().queued_frames >= conn._out.statistics().max_frames:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_when_blocked, scope)
+                await conn.send(type, data)
+        else:
+            await conn.send(type, data)
+    return not scope.cancelled_caught
 
 
 async def _cancel_when_blocked(scope: trio.CancelScope) -> None:
@@ -279,3 +290,41 @@ async def test_hub_batch_is_written_by_the_hub_in_order_to_every_member(
         assert steps.steps == 0
         for conn, _peer in pairs:
             await hub.unregister(conn)
+
+
+async def test_large_send_queues_its_payload_without_copying_it() -> None:
+    """A large message's payload goes to the socket from the caller's bytes object.
+
+    The kernel takes part of it at once; the rest is queued as a view of the payload, and
+    a second large message behind it as its header and the payload itself: together,
+    less than a tenth of their bytes allocated (each was joined behind its header, and
+    the rest of a partial write copied, before).
+    """
+    big = [bytes([i]) * (1 << 20) for i in range(2)]
+    async with tcp_conn(small_buffers=True) as (conn, peer):
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for payload in big:
+                await conn.send_bytes(payload)
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        stats = conn.statistics()
+        assert 0 < stats.bytes_sent < len(big[0])  # a partial write, by this task
+        assert stats.queued_bytes > len(big[0])
+        assert grown < (1 << 20) // 10
+        assert await read_payloads(peer, 2) == big
+        await trio.testing.wait_all_tasks_blocked()
+        assert conn.statistics().bytes_sent == 2 * (len(big[0]) + 10)
+
+
+def test_batch_written_gathered_only_when_large_and_short() -> None:
+    """A large batch of few buffers is written as it is; a small or long one is joined."""
+    large: list[bytes | memoryview] = [b"h" * 10, b"p" * (1 << 16)]
+    assert _for_write(large) == (large, 10 + (1 << 16))
+    assert _for_write([b"ab", b"cd"]) == (b"abcd", 4)
+    many: list[bytes | memoryview] = [b"x" * 1024] * 300  # more than one writev takes
+    assert _for_write(many) == (b"x" * 1024 * 300, 1024 * 300)
+    single = memoryview(b"rest")
+    assert _for_write([single]) == (single, 4)
