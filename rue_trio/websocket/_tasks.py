@@ -265,10 +265,7 @@ class _ConnectionTasks(_ConnectionCore):
                         # written through at once; a batch's replies go to the writer,
                         # woken by the first, which writes them all with one system
                         # call when this task next yields: at the next read, or earlier
-                        # if a callback waits (so no reply waits for a slow callback;
-                        # a cork, which wakes no writer, saved 3 more calls per message
-                        # of a pipelined echo but held the replies of a batch behind
-                        # any callback that waits).
+                        # if a callback waits (so no reply waits for a slow callback).
                         if len(events) > 1:
                             out._queue_batch()
                         for event in events:
@@ -551,28 +548,8 @@ class _ConnectionTasks(_ConnectionCore):
         for buffer in _rest([frame, payload], sent):
             out._append(buffer)
 
-    def _cork(self) -> None:
-        """Open a cork scope: until it ends, sends are queued and the writer is not woken.
-
-        For a task that sends several messages in one step (the reading task dispatching
-        a parsed batch to callbacks, the hub delivering a batch of broadcasts): each send
-        is queued, and :meth:`_uncork` writes them all with one system call. Scopes nest
-        (the hub may deliver while the reader's scope is open): the last one out flushes.
-        A scope must end, in a ``finally`` and before its task waits for anything but
-        room in this queue: frames queued under it wait for its end. Control frames
-        (pongs, the close) and a full queue still wake the writer.
-        """
-        self._out._corked += 1
-
-    def _uncork(self) -> None:
-        """End a cork scope; the last one flushes what was queued (see :meth:`_flush`)."""
-        out = self._out
-        out._corked -= 1
-        if not out._corked:
-            self._flush()
-
     def _flush(self) -> None:
-        """Write what is queued now, unless a write is under way or a cork scope is open.
+        """Write what is queued now, unless a write is under way.
 
         When the writer waits for frames (it was not woken for what is queued), the
         queued frames are written through, joined, as by :meth:`_put`; the rest, or all
@@ -582,7 +559,7 @@ class _ConnectionTasks(_ConnectionCore):
         """
         out = self._out
         frames = out._frames
-        if out._corked or not frames or out._writer.task is None:
+        if not frames or out._writer.task is None:
             return
         sock = self._sock
         if sock is None or out._nbytes > _MAX_WRITE:

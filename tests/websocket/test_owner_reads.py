@@ -456,7 +456,7 @@ async def test_server_owner_reads_abort_while_callback_waits_for_room(
 async def test_server_owner_reads_batch_replies_go_in_one_write(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Over a socket, the replies to one parsed batch are written together (the cork)."""
+    """Over a socket, the replies to one parsed batch are written together."""
     writes: list[int] = []
     write_now = _tasks._write_now
 
@@ -485,7 +485,7 @@ async def test_server_owner_reads_batch_replies_go_in_one_write(
 async def test_server_owner_reads_batch_replies_past_the_queue_bound_do_not_stall(
     autojump_clock: MockClock,
 ) -> None:
-    """Under the batch's cork, a send waiting for room still gets the writer to drain."""
+    """In a batch, a send waiting for room still gets the writer to drain."""
     config = ConnectionConfig(ping_interval=None, outbound_queue_bytes=1024)
 
     async def big_reply(conn: WebSocketConn, msg_type: MessageType, data: str | bytes) -> None:
