@@ -22,7 +22,7 @@ from rue_trio.exceptions import ConnectionClosedError
 from rue_trio.hub import Hub
 from rue_trio.protocol import MessageType, Role, WebSocketProtocol, encode_message
 from rue_trio.websocket import ConnectionConfig, WebSocketConn, open_websocket_conn
-from rue_trio.websocket._tasks import _for_write
+from rue_trio.websocket._output import _for_write
 
 from ._util import WriterSteps
 
