@@ -42,7 +42,8 @@ class _ConnectionWriter(_ConnectionOutput):
         # A plain socket is written through its own send calls, each one a step of
         # progress that renews the write bound; any other stream by chunks.
         sock = stream.socket if type(stream) is trio.SocketStream else None
-        # The flag tells _end_tasks that there is nothing left to cancel.
+        # The flag tells _end_tasks whether to cancel: from here on, until it returns.
+        self._writer_ends_alone = False
         try:
             while True:
                 scope = self._writer_scope
@@ -104,7 +105,7 @@ class _ConnectionWriter(_ConnectionOutput):
                 if not self._writer_goes_on(scope):
                     return
         finally:
-            self._writer_done = True
+            self._writer_ends_alone = True
 
     def _writer_goes_on(self, scope: trio.CancelScope) -> bool:
         """After the writer's scope ended: whether the writer goes on in a fresh scope."""
