@@ -74,6 +74,8 @@ class _HTTPReading(_HTTPWriting):
             # _socket_io); the stream's own read if it would block.
             ready = read_now(stream, READ_SIZE)
             if ready is None:
+                if first:
+                    scope.deadline = self._first_deadline
                 data = await stream.receive_some(READ_SIZE)
             else:
                 await checkpoint_if_cancelled()
@@ -94,6 +96,9 @@ class _HTTPReading(_HTTPWriting):
         while True:
             event = h.next_event()
             if event is h11.NEED_DATA:
+                if scope.deadline == math.inf:
+                    # The first request, whose first read did not wait: it waits now.
+                    scope.deadline = self._first_deadline
                 if event_request is not None:
                     if not length_checked:
                         # Only now, as a request without a body (the WebSocket
@@ -135,7 +140,8 @@ class _HTTPReading(_HTTPWriting):
                 # ConnectionClosed or PAUSED: h11 yields neither once bytes of a
                 # new request arrived; should it ever, end the connection.
                 return None
-        scope.deadline = math.inf
+        if scope.deadline != math.inf:
+            scope.deadline = math.inf
         assert event_request is not None
         return event_request, headers, body[0] if len(body) == 1 else b"".join(body)
 
