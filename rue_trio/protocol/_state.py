@@ -168,6 +168,21 @@ class _ProtocolState:
         return None if self.close_rcvd is None else self.close_rcvd.reason
 
     @property
+    def closed_ok(self) -> bool:
+        """Whether the closing is normal: close frames with 1000, 1001 or no code went both ways.
+
+        What :attr:`close_exc` tells by its class (:class:`ConnectionClosedOK`), without
+        building it.
+        """
+        rcvd, sent = self.close_rcvd, self.close_sent
+        return (
+            rcvd is not None
+            and sent is not None
+            and rcvd.code in _OK_CODES
+            and sent.code in _OK_CODES
+        )
+
+    @property
     def close_exc(self) -> ConnectionClosed:
         """The exception that describes how the connection ended, or is ending.
 
@@ -175,15 +190,9 @@ class _ProtocolState:
         ways; :class:`ConnectionClosedError` otherwise, with :attr:`parser_exc` as its
         ``__cause__`` when the peer broke the protocol.
         """
-        rcvd, sent = self.close_rcvd, self.close_sent
-        cls: Callable[..., ConnectionClosed] = ConnectionClosedError
-        if (
-            rcvd is not None
-            and sent is not None
-            and rcvd.code in _OK_CODES
-            and sent.code in _OK_CODES
-        ):
-            cls = ConnectionClosedOK
-        exc = cls(rcvd, sent, self.close_rcvd_then_sent)
+        cls: Callable[..., ConnectionClosed] = (
+            ConnectionClosedOK if self.closed_ok else ConnectionClosedError
+        )
+        exc = cls(self.close_rcvd, self.close_sent, self.close_rcvd_then_sent)
         exc.__cause__ = self.parser_exc
         return exc

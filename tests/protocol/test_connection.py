@@ -390,6 +390,7 @@ def test_server_close_handshake_server_initiated() -> None:
     server.receive_data(raw_frame(0x8, close_payload(4000)))
     assert server.data_to_send() == [b""]
     assert isinstance(server.close_exc, ConnectionClosedError)  # 4000 is not a normal closure
+    assert not server.closed_ok
 
 
 def test_server_receive_empty_close_echoes_empty() -> None:
@@ -398,6 +399,7 @@ def test_server_receive_empty_close_echoes_empty() -> None:
     assert events == [CloseReceived(1005, "")]
     assert server.data_to_send() == [b"\x88\x00", b""]
     assert isinstance(server.close_exc, ConnectionClosedOK)
+    assert server.closed_ok
 
 
 @pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535])
