@@ -622,3 +622,95 @@ async def test_hostile_owner_callback_closes_another_connection() -> None:
             assert (await killer.receive()).data == "killed 1000"
     assert log.names().count("close") == 2
     assert "error" not in log.names()
+
+
+async def test_hostile_owner_shutdown_while_callback_waits_for_room() -> None:
+    """Shutdown while a callback waits for room to an unread peer: bounded by the timeouts."""
+    config = ConnectionConfig(ping_interval=None, write_timeout=30, close_timeout=0.5)
+    blocked = trio.Event()
+    blob = b"x" * 65536
+
+    async def flood(conn: WebSocketConn, msg_type: MessageType, data: str | bytes) -> None:
+        blocked.set()
+        for _ in range(10_000):  # bounded: 640 MiB never fit in the socket buffers
+            await conn.send_bytes(blob)
+
+    log = Log()
+    app = app_with(handler_with(log, flood, config=config))
+    with trio.fail_after(20):
+        async with tcp_app(app) as port:
+            silent = await raw_client(port)
+            await silent.send_all(_masked(1, b"flood"))
+            await blocked.wait()
+            await trio.sleep(0.5)  # the buffers fill: the callback waits for room
+            # The tcp_app's exit cancels the accept loop and the served stream.
+        await log.closed.wait()
+        await silent.aclose()
+    assert log.names().count("close") == 1
+    assert log.names().count("connect") == 1
+
+
+async def test_hostile_owner_presence_hook_sends_to_member_in_its_callback(
+    autojump_clock: MockClock,
+) -> None:
+    """on_presence (the hub's task) sends to and closes the member whose callback joins."""
+    from rue_trio.hub import Hub, PresenceEvent
+
+    conns: dict[str, WebSocketConn] = {}
+
+    def on_presence(event: PresenceEvent) -> None:
+        for conn in conns.values():
+            conn.send_nowait(MessageType.TEXT, f"presence {event.room}")
+            if event.room == "kick":
+                conn.close_nowait(1000, "kicked by presence")
+
+    hub = Hub(on_presence=on_presence)
+
+    async def joiner(conn: WebSocketConn, msg_type: MessageType, data: str | bytes) -> None:
+        assert isinstance(data, str)
+        conns[data] = conn
+        await hub.join(data, conn)
+        await conn.send_text(f"joined {data}")
+
+    log = Log()
+    app = app_with(handler_with(log, joiner, config=QUIET, hub=hub))
+    app.add_background(hub.run)
+    with trio.fail_after(60):
+        async with open_test_app(app) as client, client.websocket("/ws") as ws:
+            await ws.send_text("lobby")
+            got = [(await ws.receive()).data, (await ws.receive()).data]
+            assert got == ["presence lobby", "joined lobby"]
+            await ws.send_text("kick")
+            assert (await ws.receive()).data == "presence kick"
+            with pytest.raises(ConnectionClosedOK):
+                while True:
+                    await ws.receive()
+        await log.closed.wait()
+    assert log.names().count("close") == 1
+    assert "error" not in log.names()
+
+
+@pytest.mark.parametrize("code", [1000, 4000])
+async def test_hostile_owner_close_in_on_connect(code: int) -> None:
+    """close() in on_connect (before the loop reads): the close ends it, nothing else fails."""
+    log = Log()
+
+    async def close_at_once(conn: WebSocketConn) -> None:
+        log.on_connect(conn)
+        await conn.send_text("hello")
+        await conn.close(code, "go away")
+
+    handler = WebSocketHandler(
+        on_message=echo, on_connect=close_at_once, on_error=log.on_error, on_close=log.on_close
+    )
+    with trio.fail_after(10):
+        async with open_test_app(app_with(handler)) as client, client.websocket("/ws") as ws:
+            assert (await ws.receive()).data == "hello"
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.receive()
+            assert info.value.code == code
+        await log.closed.wait()
+    names = log.names()
+    assert names[0] == "connect" and names[-1] == "close"
+    assert ("error", "RuntimeError") not in log.events
+    assert log.events[-1] == ("close", code)
