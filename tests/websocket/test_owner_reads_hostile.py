@@ -9,6 +9,7 @@ compressed messages; callbacks that act on another connection.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import tracemalloc
@@ -714,3 +715,37 @@ async def test_hostile_owner_close_in_on_connect(code: int) -> None:
     assert names[0] == "connect" and names[-1] == "close"
     assert ("error", "RuntimeError") not in log.events
     assert log.events[-1] == ("close", code)
+
+
+async def test_hostile_owner_close_in_callbacks_leaves_no_cycles(
+    autojump_clock: MockClock,
+) -> None:
+    """The handler's closing paths from inside callbacks free everything by refcount."""
+    from tests.hostile.test_ws_memory import _garbage_of_ours
+
+    async def on_message(conn: WebSocketConn, msg_type: MessageType, data: str | bytes) -> None:
+        await conn.close(1000)
+        if data == "raise":
+            raise RuntimeError("after close")
+        if data == "send":
+            await conn.send_text("after close")
+
+    early = [False]
+
+    async def on_connect(conn: WebSocketConn) -> None:
+        if early[0]:
+            await conn.close(1000)
+
+    handler = WebSocketHandler(on_message=on_message, on_connect=on_connect, config=QUIET)
+    async with open_test_app(app_with(handler)) as client:
+
+        async def one(ending: int) -> None:
+            early[0] = ending == 3
+            async with client.websocket("/ws") as ws:
+                if ending != 3:
+                    await ws.send_text(["return", "raise", "send"][ending])
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.receive()
+            await trio.testing.wait_all_tasks_blocked()
+
+        assert await _garbage_of_ours(one, 4, 200) == []
