@@ -104,7 +104,7 @@ def _offer(
     to ``unflushed``: offers do not wake the member's writer, and the actor flushes each
     such member once, when its batch of commands is done. A
     queue that was not empty needs no flush of ours: its writer was woken already, or the
-    cork scope, or the earlier offer of this batch, that queued its frames flushes them.
+    earlier offer of this batch that queued its frames flushes them.
 
     Returns:
         The members offered to, the frames encoded, and the most bytes a member had

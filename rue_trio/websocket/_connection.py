@@ -73,12 +73,19 @@ still performs the closing handshake with 1001, within ``close_timeout``, and th
 ``Cancelled`` propagate. The tasks never raise into the
 nursery: a failure is stored and becomes the ``__cause__`` of the
 :class:`~rue_trio.exceptions.ConnectionClosedError` the application sees.
+
+Where the code is. :class:`WebSocketConn` (here: the application's API) extends
+``_ConnectionHubPort`` (``_hub_port.py``: the hub's port), which extends
+``_ConnectionTasks`` (``_tasks.py``: the start of the tasks, the reader, the teardown),
+which extends ``_ConnectionWriter`` (``_writer.py``: the writer and the keepalive), which
+extends ``_ConnectionOutput`` (``_output.py``: the write-through from sending tasks),
+which extends ``_ConnectionCore`` (``_core.py``: the fields and what every side shares).
+No class calls a method of one that extends it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable
 from sys import getsizeof
 from typing import Any
 
@@ -91,18 +98,17 @@ from rue_trio.protocol import (
     MessageType,
     Role,
     State,
-    encode_message,
 )
 
 from ._config import ConnectionStatistics
 from ._core import HandshakeRequest, _new_id
-from ._tasks import _ConnectionTasks
+from ._hub_port import _ConnectionHubPort
 
 __all__ = ["HandshakeRequest", "WebSocketConn"]
 
 # A message of at least this many bytes is queued as its frame's header and its payload,
 # written with one gathering write: the payload is not copied behind the header (see
-# _tasks._GATHER_MIN for the figures).
+# _output._GATHER_MIN for the figures).
 _SPLIT_MIN = 1 << 16
 
 
@@ -118,7 +124,7 @@ def _frame_estimate(data: str | bytes | bytearray | memoryview) -> int:
     return len(data) if not isinstance(data, memoryview) else data.nbytes
 
 
-class WebSocketConn(_ConnectionTasks):
+class WebSocketConn(_ConnectionHubPort):
     """One open WebSocket connection, server or client side.
 
     Get one from :func:`open_websocket_conn` (or from the server handler, or from
@@ -212,90 +218,6 @@ class WebSocketConn(_ConnectionTasks):
         if state is None:
             state = self._state = {}
         return state
-
-    # The hub's private view of a connection (rue_trio.hub's Member port): an id, a key that
-    # says which connections can share a broadcast frame, and non-blocking calls. These are
-    # private on purpose: encoding a frame without queueing it advances a compression
-    # context, so applications must never call them; they use send().
-
-    @property
-    def _hub_encode_key(self) -> Hashable | None:
-        """Which connections can share the bytes of one broadcast frame.
-
-        :func:`~rue_trio.protocol.encode_message` for a server connection without
-        compression (its frames are plain); the compressor's
-        :attr:`~rue_trio.protocol.PerMessageDeflate.shared_key` when it compresses each
-        message from a fresh state (RFC 7692 section 7.1.1.1); ``None`` when each frame is
-        this connection's own: a client masks every frame, a compressor with context
-        takeover depends on the messages before.
-        """
-        protocol = self._protocol
-        if protocol.role is not Role.SERVER:
-            return None
-        deflate = protocol.deflate
-        if deflate is None:
-            return encode_message
-        # min_size too: it decides which messages are compressed at all.
-        return (*deflate.shared_key, deflate.min_size) if deflate.shareable else None
-
-    def _hub_encode(self, type: MessageType, data: str | bytes) -> bytes:
-        """Return this connection's frame for one message, without queueing it.
-
-        Queue the result at once with :meth:`_hub_offer`. When this connection
-        keeps a compression context and its outbound queue has no room, nothing is
-        encoded (a frame that would be dropped must not advance the context) and ``b""``
-        is returned, which :meth:`_hub_offer` refuses with
-        :class:`trio.WouldBlock`.
-
-        Args:
-            type: :attr:`MessageType.TEXT` or :attr:`MessageType.BINARY`.
-            data: as for :meth:`send`.
-
-        Raises:
-            ConnectionClosed: the connection is closing or closed.
-        """
-        protocol = self._protocol
-        deflate = protocol.deflate
-        out = self._out
-        if (
-            deflate is not None
-            and not deflate.shareable
-            and out._is_accepting()
-            and not out._has_room()
-        ):
-            return b""
-        return protocol.encode(type, data)
-
-    def _hub_offer(self, frame: bytes) -> int:
-        """Queue a complete frame valid on this connection, without waiting or waking.
-
-        The writer is not woken: the hub calls :meth:`_hub_flush` once it has offered
-        its batch.
-
-        Args:
-            frame: from :meth:`_hub_encode`, or a shared frame for this connection's
-                :attr:`_hub_encode_key`; not copied.
-
-        Returns:
-            The bytes now queued on this connection, this frame included.
-
-        Raises:
-            trio.WouldBlock: the outbound queue is full (or :meth:`_hub_encode` found it full).
-            trio.BrokenResourceError: the connection is closing or closed.
-        """
-        if not frame:
-            raise trio.WouldBlock
-        return self._out._offer_quietly(frame)
-
-    def _hub_flush(self) -> None:
-        """Write what the hub offered, once it has offered a batch: one write per batch.
-
-        :meth:`_hub_offer` queues without waking the writer; the hub calls this once per
-        member and batch of commands, after it has offered everything. When the writer
-        was idle, the frames are written through by the hub's task (no writer woken); the
-        rest goes to the writer. See :meth:`_flush`.
-        """
-        self._flush()
 
     def close_nowait(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake without waiting for it; idempotent.

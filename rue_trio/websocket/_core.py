@@ -178,7 +178,7 @@ class _ConnectionCore:
         self._id: str | None = None  # drawn when first asked for (see WebSocketConn.id)
         self._out = FrameQueue(config.outbound_queue_messages, config.outbound_queue_bytes)
         # The socket a sending task may write to itself when the writer is idle (see
-        # _ConnectionTasks._put), and the reader reads through its descriptor: a plain
+        # _ConnectionOutput._put), and the reader reads through its descriptor: a plain
         # socket whose descriptor os.write and os.read take; None for TLS, memory streams
         # and Windows, which always go through the stream.
         self._sock = (

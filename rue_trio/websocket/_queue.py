@@ -96,7 +96,6 @@ class FrameQueue:
     __slots__ = (
         "_accepting",
         "_closed",
-        "_corked",
         "_frames",
         "_max_bytes",
         "_max_frames",
@@ -131,9 +130,6 @@ class FrameQueue:
         self._writer = Waiter()
         self._accepting = True
         self._closed = False
-        # How many cork scopes are open (see the connection's _cork): while any is, data
-        # frames are queued without waking the writer, and nothing is written through.
-        self._corked = 0
         # Whether a frame was written through since the writer last waited or the
         # reader last read (see _idle).
         self._through = False
@@ -157,7 +153,7 @@ class FrameQueue:
             ValueError: ``frame`` is empty.
         """
         queued = self._offer_quietly(frame)
-        if self._writer.task is not None and not self._corked:
+        if self._writer.task is not None:
             self._writer.wake()
         return queued
 
@@ -244,18 +240,13 @@ class FrameQueue:
         """Whether the sending task may write a frame itself instead of queueing it.
 
         The writer waits for frames (so nothing is being written), nothing is queued (so
-        the frame goes next), no cork scope is open, and nothing was written through
+        the frame goes next), and nothing was written through
         since the writer last waited or the reader last read. The last rule keeps a task
         that sends a burst without reading (a push loop, a history replay) from making
         one system call per message: its first message goes at once, the rest are
         queued for the writer, which writes them together when the task yields.
         """
-        return (
-            self._writer.task is not None
-            and not self._frames
-            and not self._corked
-            and not self._through
-        )
+        return self._writer.task is not None and not self._frames and not self._through
 
     def _queue_batch(self) -> None:
         """Send the coming frames through the writer: a reader's batch of replies.
@@ -263,7 +254,7 @@ class FrameQueue:
         No frame is written through until the writer has waited or the reader read
         again (as after a write-through, see :meth:`_idle`); the writer is woken as usual
         by the first, and writes them all with one system call when the sending task
-        yields. Unlike a cork, nothing waits for the batch's end.
+        yields: nothing waits for the batch's end.
         """
         self._through = True
 
@@ -306,7 +297,8 @@ class FrameQueue:
         Cancellation: nothing changes.
         """
         await checkpoint_if_cancelled()
-        # Under a cork the writer may not have been woken for what fills the queue.
+        # The hub's offers do not wake the writer (it flushes after its batch): the
+        # writer may not have been woken for what fills the queue.
         self._writer.wake()
         lot = self._room_lot
         if lot is None:
@@ -320,8 +312,8 @@ class FrameQueue:
         Called when there is no room; the caller checks ``_accepting`` afterwards.
         Cancellation: nothing changes.
         """
-        # Under a cork the writer may not have been woken for what fills the queue: only
-        # it makes room.
+        # The hub's offers do not wake the writer (it flushes after its batch): the
+        # writer may not have been woken for what fills the queue, and only it makes room.
         self._writer.wake()
         lot = self._room_lot
         if lot is None:
@@ -332,10 +324,10 @@ class FrameQueue:
                 return
 
     def _append(self, frame: _Buffer) -> None:
-        """Queue a frame and wake the writer, unless a cork scope will flush it."""
+        """Queue a frame and wake the writer if it waits for frames."""
         self._frames.append(frame)
         self._nbytes += len(frame)
-        if self._writer.task is not None and not self._corked:
+        if self._writer.task is not None:
             self._writer.wake()
 
     def _append_control(self, frame: bytes) -> None:
@@ -352,7 +344,6 @@ class FrameQueue:
             self._stop_accepting()
         self._frames.append(frame)
         self._nbytes += len(frame)
-        # Woken even under a cork: a pong or the close must not wait for the scope's end.
         self._writer.wake()
 
     def _stop_accepting(self) -> None:

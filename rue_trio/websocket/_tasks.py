@@ -1,16 +1,18 @@
-"""A WebSocket connection's two tasks: the reader, and the writer (which runs the keepalive).
+"""A WebSocket connection's two tasks: the reader, and the start of both.
 
-See :mod:`rue_trio.websocket._connection` for the theory of operation.
+:class:`_ConnectionTasks` starts the writer (:mod:`._writer`) and the reader, or lets the
+owner task read and deliver each message to its callback; it reads, dispatches, and tears
+the connection down at the end of the stream. See :mod:`rue_trio.websocket._connection`
+for the theory of operation.
 """
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 from collections.abc import Awaitable, Callable
 from sys import getsizeof
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled, wait_readable
@@ -18,41 +20,18 @@ from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled, w
 from rue_trio.exceptions import ConnectionClosed, ConnectionClosedOK
 from rue_trio.protocol import Event, Message, MessageType, Pong, State
 
-from ._core import _NO_PINGS, _ConnectionCore
-from ._queue import _Buffer, _rest
+from ._core import _NO_PINGS
+from ._output import _TRANSPORT_ERRORS, _call_now
+from ._writer import _ConnectionWriter
 
 #: What the owner task's read loop calls for each message: ``deliver(conn, type,
 #: data)``, a plain function or one returning an awaitable (WebSocketHandler's
 #: ``on_message``).
 Deliver: TypeAlias = Callable[[Any, MessageType, "str | bytes"], "Awaitable[None] | None"]
 
-# The writer's batch stops once it holds this many bytes (it goes past by one frame at
-# most): big enough to amortize the system call, small enough not to hold megabytes in
-# one joined copy.
-_MAX_WRITE = 1 << 20
-# A batch of at least _GATHER_MIN bytes in at most _MAX_GATHER buffers is written with
-# one gathering write (os.writev, socket.sendmsg) instead of being joined: a large frame,
-# queued as its header and its payload, is never copied (a 1 MiB payload joined behind
-# its header was a 1 MiB copy, 34 us, and one more megabyte-sized allocation per
-# message). _MAX_GATHER stays well under IOV_MAX (1,024 on Linux); below _GATHER_MIN,
-# joining costs less than what writev does per buffer.
-_GATHER_MIN = 1 << 16
-_MAX_GATHER = 256
-# A write renews its bound (ConnectionConfig.write_timeout) at least once per this many
-# bytes: the bound is on progress, not on a whole write of up to _MAX_WRITE.
-_CHUNK = 1 << 16
-_A = TypeVar("_A")
-_R = TypeVar("_R")
-_TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
-# What a closed socket's calls fail with (as trio's SocketStream sees them).
-_CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
-# Whether a socket's descriptor can be read and written with os.read and os.write (not on
-# Windows).
-_WRITE_FD = os.name == "posix"
 
-
-class _ConnectionTasks(_ConnectionCore):
-    """The reader and the writer of a connection, and what they share."""
+class _ConnectionTasks(_ConnectionWriter):
+    """The reader of a connection, and the start of its tasks."""
 
     __slots__ = ()
 
@@ -265,10 +244,7 @@ class _ConnectionTasks(_ConnectionCore):
                         # written through at once; a batch's replies go to the writer,
                         # woken by the first, which writes them all with one system
                         # call when this task next yields: at the next read, or earlier
-                        # if a callback waits (so no reply waits for a slow callback;
-                        # a cork, which wakes no writer, saved 3 more calls per message
-                        # of a pipelined echo but held the replies of a batch behind
-                        # any callback that waits).
+                        # if a callback waits (so no reply waits for a slow callback).
                         if len(events) > 1:
                             out._queue_batch()
                         for event in events:
@@ -404,435 +380,6 @@ class _ConnectionTasks(_ConnectionCore):
             self._receiver.wake()
             self._set_closed()
 
-    async def _run_writer(self) -> None:
-        out = self._out
-        stream = self._stream
-        keepalive = self._config.ping_interval is not None
-        # A plain socket is written through its own send calls, each one a step of
-        # progress that renews the write bound; any other stream by chunks.
-        sock = stream.socket if type(stream) is trio.SocketStream else None
-        # The flag tells _end_tasks that there is nothing left to cancel.
-        try:
-            while True:
-                scope = self._writer_scope
-                with scope:
-                    # A cancellation point only: the first wait for frames is the schedule point.
-                    await checkpoint_if_cancelled()
-                    try:
-                        # The write loop runs in this frame, not in a coroutine of its own: an
-                        # idle writer parks in one frame less (bench/idle_memory.py: 328 bytes
-                        # per idle connection).
-                        while True:
-                            if not out:
-                                if out._is_closed():
-                                    return
-                                if self._ka_due < scope.deadline:
-                                    # Wake for the keepalive's next step (a no-op without it).
-                                    scope.deadline = self._ka_due
-                                await out._wait_frames()
-                                continue
-                            if keepalive and trio.current_time() >= self._ka_due:
-                                # A busy writer is never idle when the keepalive is due.
-                                self._keepalive_tick(trio.current_time())
-                            batch, eof = out._take(_MAX_WRITE)
-                            if batch:
-                                self._writing = True
-                                # The frames are in ``data`` now (joined, or the batch itself
-                                # for a gathering write). Kept through a write to a slow
-                                # peer, joined frames held a second copy of it: 198 KB where
-                                # the queue's byte bound was 64 KiB, 134 KB without
-                                # (test_write_through_hostile.py, memory).
-                                if sock is not None:
-                                    data, size = _for_write(batch)
-                                    del batch
-                                    sent = _write_now(sock, data) if _WRITE_FD else 0
-                                    if sent < size:
-                                        await _send_to_socket(sock, data, sent, self._arm_write)
-                                else:
-                                    joined = batch[0] if len(batch) == 1 else b"".join(batch)
-                                    del batch
-                                    size = await self._send_chunks(joined)
-                                self._writing = False
-                                self._bytes_sent += size
-                            if eof:
-                                # Ending the transport is bounded by the reader's close
-                                # timeout. Set only if armed: setting a deadline costs
-                                # about ten calls of Trio's bookkeeping
-                                # (bench/profile_server.py --scenario handshake: 1,349 ->
-                                # 1,339 calls per connection).
-                                if scope.deadline != math.inf:
-                                    scope.deadline = math.inf
-                                await self._end_transport()
-                                return
-                    except _TRANSPORT_ERRORS as exc:
-                        if not self._stream_closed_by_us:
-                            self._abort(exc)
-                    except Exception as exc:
-                        # A bug; as in the reader, it must not reach the user's nursery.
-                        self._abort(exc)
-                if not self._writer_goes_on(scope):
-                    return
-        finally:
-            self._writer_done = True
-
-    def _writer_goes_on(self, scope: trio.CancelScope) -> bool:
-        """After the writer's scope ended: whether the writer goes on in a fresh scope."""
-        now = trio.current_time()
-        if not scope.cancelled_caught or self._reader_done or now < scope.deadline:
-            return False
-        # The deadline: the write bound, or the keepalive's next step.
-        if self._writing:
-            # Cut short, the write leaves the transport unusable: abort.
-            if now >= self._keepalive_fail_at():
-                self._keepalive_failed()
-            else:
-                timeout = self._config.write_timeout
-                self._abort(TimeoutError(f"a write made no progress for {timeout} s"))
-            return False
-        if now >= self._ka_due:
-            try:
-                self._keepalive_tick(now)
-            except Exception as exc:
-                self._abort(exc)
-                return False
-        # Otherwise the write bound left armed after the last write (see _arm_write) ran
-        # out while the writer was idle. Go on in a fresh scope.
-        self._writer_scope = trio.CancelScope(shield=True, deadline=self._ka_due)
-        return True
-
-    def _put(self, frame: bytes, payload: bytes = b"") -> None:
-        """Send a data frame: write it through when the writer is idle, else queue it.
-
-        The frame is ``frame``, or ``frame`` (its header) then ``payload`` for a large
-        frame whose payload is not to be copied (:meth:`WebSocketProtocol.encode_parts`):
-        both are written with one gathering write, or queued as two entries.
-
-        "Write-through when the writer is idle", as asyncio's transports do: when the
-        writer waits for frames with nothing queued (:meth:`FrameQueue._idle`) and the
-        application has taken every message read so far, the sending task writes the
-        frame to the socket itself, without yielding, and the writer is not woken. What
-        the kernel does not take at once (a partial write, ``EAGAIN``) or cannot take (an
-        error) is queued and the writer woken: it writes the rest under the write bound,
-        and reports errors, exactly as before. Order holds: the writer is idle, so
-        nothing is queued or being written ahead of the frame, and anything sent after a
-        partial write queues behind its rest.
-
-        Not while messages wait in the inbound buffer: the application is working through
-        a pipelined batch, and its replies are queued for the writer, which sends them
-        with one system call when the application yields. Not through TLS or memory
-        streams. And once per wait of the writer or read of the reader only (see
-        :meth:`FrameQueue._idle`): a task pushing 10,000 texts of 64 bytes without reading
-        made 534 to 1,540 ``os.write`` calls when every idle moment wrote through, 4 with
-        this rule (3 before write-through; 5 or 6 writer steps in all three cases).
-
-        Measured with ``bench/profile_server.py --scenario S`` (task steps and calls per
-        operation, before -> after): pingpong 3.00 and 224 -> 2.00 and 172 (the writer
-        no longer runs); conns100 3.00 and 171 -> 2.00 and 135; pipelined 0.06 and 35 ->
-        0.06 and 36 (0.07 and 37 without the inbound-buffer rule).
-        """
-        out = self._out
-        sock = self._sock
-        sent = 0
-        if sock is not None and not self._inbound and out._idle():
-            try:
-                sent = _write_now(sock, [frame, payload] if payload else frame)
-            except _TRANSPORT_ERRORS:
-                # The writer meets the error again and reports it, as for any write.
-                sent = 0
-            if sent:
-                self._bytes_sent += sent
-                out._through = True
-                if sent == len(frame) + len(payload):
-                    return
-        if not payload:
-            # The rest of a partial write as a view: a copy would be as large.
-            out._append(memoryview(frame)[sent:] if sent else frame)
-            return
-        for buffer in _rest([frame, payload], sent):
-            out._append(buffer)
-
-    def _cork(self) -> None:
-        """Open a cork scope: until it ends, sends are queued and the writer is not woken.
-
-        For a task that sends several messages in one step (the reading task dispatching
-        a parsed batch to callbacks, the hub delivering a batch of broadcasts): each send
-        is queued, and :meth:`_uncork` writes them all with one system call. Scopes nest
-        (the hub may deliver while the reader's scope is open): the last one out flushes.
-        A scope must end, in a ``finally`` and before its task waits for anything but
-        room in this queue: frames queued under it wait for its end. Control frames
-        (pongs, the close) and a full queue still wake the writer.
-        """
-        self._out._corked += 1
-
-    def _uncork(self) -> None:
-        """End a cork scope; the last one flushes what was queued (see :meth:`_flush`)."""
-        out = self._out
-        out._corked -= 1
-        if not out._corked:
-            self._flush()
-
-    def _flush(self) -> None:
-        """Write what is queued now, unless a write is under way or a cork scope is open.
-
-        When the writer waits for frames (it was not woken for what is queued), the
-        queued frames are written through, joined, as by :meth:`_put`; the rest, or all
-        of it on a stream that is not a plain socket or past the writer's size cap, goes
-        to the writer. When the writer is not waiting, it is awake or writing, and writes
-        what is queued when it comes back to the queue.
-        """
-        out = self._out
-        frames = out._frames
-        if out._corked or not frames or out._writer.task is None:
-            return
-        sock = self._sock
-        if sock is None or out._nbytes > _MAX_WRITE:
-            out._wake_writer()
-            return
-        data, size = _for_write(frames)
-        try:
-            sent = _write_now(sock, data)
-        except _TRANSPORT_ERRORS:
-            sent = 0
-        self._bytes_sent += sent
-        out._written(data, sent, size)
-        if sent < size:
-            out._wake_writer()
-
-    async def _send_chunks(self, data: _Buffer) -> int:
-        """Write to a stream that is not a plain socket; return the size written.
-
-        By chunks of ``_CHUNK`` bytes, each a ``send_all`` that renews the write bound.
-        """
-        stream = self._stream
-        size = len(data)
-        start = 0
-        with memoryview(data) as view:
-            while True:
-                self._arm_write()
-                await stream.send_all(view[start : start + _CHUNK])
-                start += _CHUNK
-                if start >= size:
-                    return size
-
-    def _arm_write(self) -> None:
-        """Set the writer's deadline for a write (or a chunk of one) that starts now.
-
-        It must not run out before ``write_timeout`` from now, unless the keepalive
-        would fail the connection first (a stuck writer cannot deliver the pong's ping);
-        it may run out a sixteenth later. The deadline is moved only when it is outside
-        that range: a busy writer sets it about once per ``write_timeout / 16`` seconds
-        instead of twice per write (setting a scope's deadline cost 0.5 us per message
-        of a pipelined echo, where a whole message costs 5), and it stays armed after
-        the write.
-        """
-        scope = self._writer_scope
-        timeout = self._config.write_timeout
-        fail = self._keepalive_fail_at()
-        now = trio.current_time()
-        deadline = scope.deadline
-        if timeout is None:
-            if deadline != fail:
-                scope.deadline = fail
-        elif deadline > fail or deadline < min(now + timeout, fail) or deadline == math.inf:
-            scope.deadline = min(now + timeout + timeout / 16, fail)
-
-    def _keepalive_fail_at(self) -> float:
-        """When the keepalive gives up if no pong comes (pauses not credited yet)."""
-        timeout = self._config.ping_timeout
-        if timeout is None:
-            return math.inf
-        if self._ka_ping is not None:
-            return self._ka_due
-        return self._ka_due + timeout
-
-    def _keepalive_tick(self, now: float) -> None:
-        """The keepalive's step, due now: send a ping, or give up on its pong.
-
-        The keepalive runs in the writer, whose deadline wakes it: no task, scope or
-        sleep of its own (4.1 KiB and 25 objects per idle connection as a task). A pong
-        that comes in time moves the next step on (see :meth:`_on_pong`).
-        """
-        config = self._config
-        interval = config.ping_interval
-        timeout = config.ping_timeout
-        assert interval is not None
-        if self._protocol.state is not State.OPEN:
-            self._ka_due = math.inf
-            return
-        waiter = self._ka_ping
-        if waiter is not None and timeout is not None and self._dispatching and not self._writing:
-            # No pong yet, but the owner task, our only reader, is in a callback: the
-            # pong may be waiting unread, and we are the slow side. The verdict waits
-            # until the owner reads again, which gives the peer ping_timeout more (see
-            # _read_loop; no clock is read per message for a finer account).
-            self._ka_held = True
-            self._ka_due = math.inf
-            return
-        if waiter is not None and timeout is not None:
-            # No pong yet. While our reader waited for the application to take messages,
-            # it read nothing: the pong may be in the transport's buffer. Give that time
-            # back, unless our writer is stuck on this peer (then the application waits
-            # for a peer that does not read, and the peer is the slow side).
-            paused = self._paused_time() - self._ka_paused
-            if paused <= self._ka_credited or self._writing:
-                self._keepalive_failed()
-                return
-            self._ka_due += paused - self._ka_credited
-            self._ka_credited = paused
-            return
-        # Without a ping timeout an unanswered ping is forgotten when the next one goes,
-        # so that a silent peer does not grow the table of waiters.
-        if waiter is not None and self._pings.get(self._ka_payload) is waiter:
-            del self._pings[self._ka_payload]
-        payload = self._ka_payload = self._fresh_ping_payload()
-        self._ka_ping = self._send_ping(payload)
-        if timeout is None:
-            self._ka_due = now + interval
-        else:
-            self._ka_paused = self._paused_time()
-            self._ka_credited = 0.0
-            self._ka_due = now + timeout
-
-    def _rearm_keepalive(self) -> None:
-        """Give the keepalive's unanswered ping ``ping_timeout`` from now; wake the writer."""
-        timeout = self._config.ping_timeout
-        assert timeout is not None
-        if self._ka_ping is not None:
-            self._ka_due = trio.current_time() + timeout
-            self._out._wake_writer()
-
-    def _keepalive_failed(self) -> None:
-        timeout = self._config.ping_timeout
-        self._ka_due = math.inf
-        exc = TimeoutError(f"no pong within {timeout} s of a keepalive ping")
-        self._fail(1011, "keepalive ping timeout", exc)
-        if self._writing:
-            # The write was cut short: nothing more can be written.
-            self._abort(exc)
-
-    async def _end_transport(self) -> None:
-        """The core asked to close TCP: after the closing handshake, or after failing."""
-        stream = self._stream
-        protocol = self._protocol
-        if isinstance(stream, trio.abc.HalfCloseableStream) and (
-            protocol.close_rcvd is None or protocol.close_sent is None
-        ):
-            # Failing: the peer may still be sending. A half-close sends our FIN and lets
-            # the reader drain until the peer's end: closing with unread data would
-            # send a reset, and the peer could lose our close frame.
-            await stream.send_eof()
-        else:
-            # The closing handshake is complete (RFC 6455 section 7.1.1: the server closes
-            # TCP first): the peer sends nothing more, so close at once instead of
-            # waiting for its FIN; the reader then ends (its stream is closed by us).
-            self._stream_closed_by_us = True
-            if type(stream) is trio.SocketStream:
-                # What its aclose does, without the checkpoint: the writer ends in the
-                # step that wrote the close frame, one task step less per connection
-                # (bench/profile_server.py --scenario handshake: 13 -> 12 steps).
-                stream.socket.close()
-                await checkpoint_if_cancelled()
-            else:
-                await stream.aclose()
-
 
 def _discard(conn: object, type: MessageType, data: str | bytes) -> None:
     """Drop a message that comes after the owner's callbacks have stopped."""
-
-
-def _socket_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
-    """The stream error for a socket call's ``exc``, as trio's ``SocketStream`` raises it."""
-    if exc.errno in _CLOSED_ERRNOS:
-        return trio.ClosedResourceError("the socket was closed")
-    return trio.BrokenResourceError(f"socket connection broken: {exc}")
-
-
-def _for_write(batch: list[_Buffer]) -> tuple[_Buffer | list[_Buffer], int]:
-    """What to write for a batch of buffers, and its size: one buffer, or the batch itself.
-
-    The only buffer; the batch itself for a gathering write when it is large and short
-    enough (see _GATHER_MIN) and the platform has one (not Windows); else the batch
-    joined.
-    """
-    if len(batch) == 1:
-        data = batch[0]
-        return data, len(data)
-    if len(batch) <= _MAX_GATHER and _WRITE_FD:
-        size = sum(map(len, batch))
-        if size >= _GATHER_MIN:
-            return batch, size
-    joined = b"".join(batch)
-    return joined, len(joined)
-
-
-def _call_now(call: Callable[[int, _A], _R], sock: trio.socket.SocketType, arg: _A) -> _R | None:
-    """``call(descriptor, arg)`` (``os.read`` or ``os.write``); ``None`` if it would block.
-
-    Raises:
-        trio.ClosedResourceError: the socket was closed (by us).
-        trio.BrokenResourceError: the connection broke.
-    """
-    try:
-        return call(sock.fileno(), arg)
-    except BlockingIOError:
-        return None
-    except OSError as exc:
-        raise _socket_error(exc) from exc
-
-
-def _write_now(sock: trio.socket.SocketType, data: _Buffer | list[_Buffer]) -> int:
-    """Write what the kernel takes of ``data`` at once, without yielding; return how much.
-
-    ``data`` is a buffer, or a list of buffers written with one gathering write.
-
-    When it takes everything (the usual case), the writer goes back to its queue, whose
-    wait is its schedule point. Trio's ``send`` yields once more after a complete write:
-    a task step per write (ping-pong: 4.00 steps and 245 calls per round trip with it,
-    3.00 and 215 without, ``bench/profile_server.py --scenario pingpong``), and a woken
-    broadcast writer kept its await chain alive until the next pass (23 objects each).
-
-    Raises:
-        trio.ClosedResourceError: the socket was closed (by us).
-        trio.BrokenResourceError: the connection broke.
-    """
-    if isinstance(data, list):
-        return _call_now(os.writev, sock, data) or 0
-    return _call_now(os.write, sock, data) or 0
-
-
-async def _send_to_socket(
-    sock: trio.socket.SocketType,
-    data: _Buffer | list[_Buffer],
-    sent: int,
-    arm: Callable[[], None],
-) -> None:
-    """Write ``data[sent:]`` to a socket, renewing the write bound on every bit of progress.
-
-    ``SocketStream.send_all`` makes the same calls, but its progress is not visible. A
-    list of buffers is written with gathering writes (``sendmsg``).
-
-    Raises:
-        trio.ClosedResourceError: the socket was closed (by us).
-        trio.BrokenResourceError: the connection broke.
-    """
-    if isinstance(data, list):
-        buffers = _rest(data, sent)
-        while True:
-            arm()
-            try:
-                sent = await sock.sendmsg(buffers)
-            except OSError as exc:
-                raise _socket_error(exc) from exc
-            buffers = _rest(buffers, sent)
-            if not buffers:
-                return
-    total = len(data)
-    with memoryview(data) as view:
-        while True:
-            arm()
-            try:
-                sent += await sock.send(view[sent:])
-            except OSError as exc:
-                raise _socket_error(exc) from exc
-            if sent >= total:
-                return

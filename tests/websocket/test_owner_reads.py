@@ -26,7 +26,13 @@ from rue_trio.protocol import (
     State,
     WebSocketProtocol,
 )
-from rue_trio.websocket import ConnectionConfig, WebSocketConn, _tasks, open_websocket_conn
+from rue_trio.websocket import (
+    ConnectionConfig,
+    WebSocketConn,
+    _output,
+    _writer,
+    open_websocket_conn,
+)
 
 from ._util import QUIET, RawPeer, task_names
 
@@ -456,15 +462,17 @@ async def test_server_owner_reads_abort_while_callback_waits_for_room(
 async def test_server_owner_reads_batch_replies_go_in_one_write(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Over a socket, the replies to one parsed batch are written together (the cork)."""
+    """Over a socket, the replies to one parsed batch are written together."""
     writes: list[int] = []
-    write_now = _tasks._write_now
+    write_now = _output._write_now
 
     def counting(sock: trio.socket.SocketType, data: bytes) -> int:
         writes.append(len(data))
         return write_now(sock, data)
 
-    monkeypatch.setattr(_tasks, "_write_now", counting)
+    # Written through by the sending task (_output) or by the writer (_writer).
+    monkeypatch.setattr(_output, "_write_now", counting)
+    monkeypatch.setattr(_writer, "_write_now", counting)
     ours, theirs = trio.socket.socketpair()
     served = Served()
     peer = RawPeer(trio.SocketStream(theirs), Role.CLIENT)
@@ -485,7 +493,7 @@ async def test_server_owner_reads_batch_replies_go_in_one_write(
 async def test_server_owner_reads_batch_replies_past_the_queue_bound_do_not_stall(
     autojump_clock: MockClock,
 ) -> None:
-    """Under the batch's cork, a send waiting for room still gets the writer to drain."""
+    """In a batch, a send waiting for room still gets the writer to drain."""
     config = ConnectionConfig(ping_interval=None, outbound_queue_bytes=1024)
 
     async def big_reply(conn: WebSocketConn, msg_type: MessageType, data: str | bytes) -> None:

@@ -1,4 +1,4 @@
-"""Write-through when the writer is idle, and the cork, over real sockets on 127.0.0.1.
+"""Write-through when the writer is idle, and the hub's flush, over real sockets on 127.0.0.1.
 
 The server side is a :class:`WebSocketConn` on a ``trio.SocketStream``; the peer is a raw
 TCP socket that reads unmasked server frames, so a test decides when the peer reads.
@@ -22,7 +22,7 @@ from rue_trio.exceptions import ConnectionClosedError
 from rue_trio.hub import Hub
 from rue_trio.protocol import MessageType, Role, WebSocketProtocol, encode_message
 from rue_trio.websocket import ConnectionConfig, WebSocketConn, open_websocket_conn
-from rue_trio.websocket._tasks import _for_write
+from rue_trio.websocket._output import _for_write
 
 from ._util import WriterSteps
 
@@ -126,14 +126,13 @@ async def test_partial_write_hands_the_rest_to_the_writer_in_order() -> None:
 
 
 async def test_partial_flush_hands_the_rest_to_the_writer_in_order() -> None:
-    """An uncork that writes only part of the batch: the writer sends the rest, in order."""
+    """A flush that writes only part of the batch: the writer sends the rest, in order."""
     config = ConnectionConfig(ping_interval=None, close_timeout=1, outbound_queue_messages=256)
     payloads = [bytes([i]) * 8192 for i in range(100)]
     async with tcp_conn(config, small_buffers=True) as (conn, peer):
-        conn._cork()
         for payload in payloads[:50]:
-            await conn.send_bytes(payload)
-        conn._uncork()
+            conn._hub_offer(encode_message(MessageType.BINARY, payload))
+        conn._hub_flush()
         assert 0 < conn.statistics().bytes_sent < 50 * 8196
         for payload in payloads[50:]:
             await conn.send_bytes(payload)
@@ -201,49 +200,24 @@ async def _cancel_when_blocked(scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
-async def test_cork_queues_until_uncork_then_writes_everything_at_once() -> None:
-    """Sends under a cork reach nothing; the last uncork writes them with one call."""
-    async with tcp_conn() as (conn, peer):
-        conn._cork()
-        conn._cork()  # nested: the hub inside the reader's scope
-        for text in ("one", "two", "three"):
-            await conn.send_text(text)
-        await trio.testing.wait_all_tasks_blocked()
-        assert nothing_readable(peer)
-        conn._uncork()
-        await trio.testing.wait_all_tasks_blocked()
-        assert nothing_readable(peer)
-        assert conn.statistics().queued_frames == 3
-        conn._uncork()
-        # Written by this task, at once: no other task ran since.
-        assert conn.statistics().queued_frames == 0
-        assert conn.statistics().bytes_sent == 5 + 5 + 7
-        assert await read_payloads(peer, 3) == [b"one", b"two", b"three"]
-
-
-async def test_send_under_a_cork_waiting_for_room_wakes_the_writer() -> None:
-    """A corked queue that fills up is written by the writer: the send gets its room."""
+async def test_send_waiting_for_room_behind_hub_offers_wakes_the_writer() -> None:
+    """A queue the hub filled (no writer woken yet) is written by the writer: the send gets
+    its room."""
     config = ConnectionConfig(ping_interval=None, close_timeout=1, outbound_queue_messages=2)
     async with tcp_conn(config) as (conn, peer):
-        conn._cork()
-        try:
-            for i in range(5):
-                await conn.send_text(f"m{i}")
-        finally:
-            conn._uncork()
+        for i in range(2):
+            conn._hub_offer(encode_message(MessageType.TEXT, f"m{i}"))
+        for i in range(2, 5):
+            await conn.send_text(f"m{i}")
         assert await read_payloads(peer, 5) == [f"m{i}".encode() for i in range(5)]
 
 
-async def test_cork_does_not_hold_back_the_close() -> None:
-    """A control frame wakes the writer even under a cork: what was queued goes first."""
+async def test_hub_offers_do_not_hold_back_the_close() -> None:
+    """A control frame wakes the writer before the hub's flush: what was queued goes first."""
     async with tcp_conn() as (conn, peer):
-        conn._cork()
-        try:
-            await conn.send_text("before")
-            conn.close_nowait(1001)
-            assert await read_payloads(peer, 2) == [b"before", b"\x03\xe9"]
-        finally:
-            conn._uncork()
+        conn._hub_offer(encode_message(MessageType.TEXT, "before"))
+        conn.close_nowait(1001)
+        assert await read_payloads(peer, 2) == [b"before", b"\x03\xe9"]
 
 
 async def test_hub_offer_waits_for_the_flush() -> None:

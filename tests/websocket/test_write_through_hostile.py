@@ -1,4 +1,4 @@
-"""Attacks on write-through, the cork and the hub's per-batch flush, over 127.0.0.1.
+"""Attacks on write-through and the hub's per-batch flush, over 127.0.0.1.
 
 Write-through lets a sending task (or the hub's) write a frame to the socket itself. These
 tests try to make a frame reach the wire out of the order it was encoded in, after the close
