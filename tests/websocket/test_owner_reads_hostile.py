@@ -749,3 +749,52 @@ async def test_hostile_owner_close_in_callbacks_leaves_no_cycles(
             await trio.testing.wait_all_tasks_blocked()
 
         assert await _garbage_of_ours(one, 4, 200) == []
+
+
+async def test_hostile_owner_callback_floods_another_unread_connection() -> None:
+    """A's callback sends to B, whose peer reads nothing: B's write_timeout ends the wait.
+
+    B is aborted (its owner task elsewhere), A's send fails at once, A's callback error
+    closes A with 1011 (a callback that used another, closed connection), and a third
+    connection is served throughout.
+    """
+    config = ConnectionConfig(ping_interval=None, write_timeout=0.5, close_timeout=0.5)
+    blob = b"x" * 65536
+    conns: dict[str, WebSocketConn] = {}
+    registered = trio.Event()
+
+    async def relay(conn: WebSocketConn, msg_type: MessageType, data: str | bytes) -> None:
+        if data == "victim":
+            conns["victim"] = conn
+            registered.set()
+        elif data == "flood":
+            for _ in range(10_000):  # bounded: 640 MiB never fit in the socket buffers
+                await conns["victim"].send_bytes(blob)
+        else:
+            await conn.send(msg_type, data)
+
+    log = Log(2)
+    app = app_with(handler_with(log, relay, config=config))
+    with trio.fail_after(30):
+        async with tcp_app(app) as port:
+            victim = await raw_client(port)
+            victim.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            await victim.send_all(_masked(1, b"victim"))
+            await registered.wait()
+            flooder = await raw_client(port)
+            await flooder.send_all(_masked(1, b"flood"))
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with open_websocket_stream(
+                stream, f"ws://127.0.0.1:{port}/ws", config=QUIET
+            ) as other:
+                for i in range(5):
+                    await other.send_text(f"m{i}")
+                    assert (await other.receive()).data == f"m{i}"
+                await log.closed.wait()  # the victim and the flooder both ended
+                await other.send_text("still")
+                assert (await other.receive()).data == "still"
+            frames = await read_frames(flooder)
+            await victim.aclose()
+            await flooder.aclose()
+    assert close_code(frames) == 1011
+    assert log.names().count("close") == 3
