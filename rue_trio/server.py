@@ -55,6 +55,7 @@ import trio
 from rue_trio._gc import GcTuning
 from rue_trio._groups import single_failure
 from rue_trio._listen import check_host, format_address, open_listeners, parse_address
+from rue_trio._malloc import tune_malloc
 from rue_trio.http import Dispatch, HTTPConnection, HTTPLimits, Router
 
 __all__ = [
@@ -216,6 +217,9 @@ class Server(Generic[H]):
         tune_gc: while :meth:`serve_listeners` serves, raise the collector's young
             threshold and freeze long-lived objects after accept bursts (see
             :mod:`rue_trio._gc`); restored when it returns.
+        tune_malloc: when :meth:`serve_listeners` starts, keep freed memory in the
+            process for the next large message instead of returning it to the kernel
+            (glibc only, once per process, see :mod:`rue_trio._malloc`).
     """
 
     def __init__(
@@ -230,6 +234,7 @@ class Server(Generic[H]):
         shutdown_timeout: float = 10.0,
         background: Sequence[BackgroundService] = (),
         tune_gc: bool = False,
+        tune_malloc: bool = False,
     ) -> None:
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be at least 1")
@@ -244,6 +249,7 @@ class Server(Generic[H]):
         self._shutdown_timeout = shutdown_timeout
         self._background = tuple(background)
         self._tune_gc = tune_gc
+        self._tune_malloc = tune_malloc
 
     async def serve_listeners(
         self,
@@ -280,6 +286,8 @@ class Server(Generic[H]):
                     handlers = await outer.start(connections.run)
                     if gc_tuning is not None:
                         gc_tuning.enter()
+                    if self._tune_malloc:
+                        tune_malloc()
                     async with trio.open_nursery() as accepting:
                         for listener in listeners:
                             accepting.start_soon(
