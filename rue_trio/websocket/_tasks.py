@@ -109,6 +109,14 @@ class _ConnectionTasks(_ConnectionWriter):
         teardown = True
         owner_cancelled: trio.Cancelled | None = None
         callbacks = deliver is not None and deliver is not _discard
+        if self._reader_done:
+            # The owner task read to the end already, out of its loop (close() in
+            # on_connect): the reader's scope is spent (a scope is entered once) and
+            # the stream closed; only say how the connection ended.
+            await checkpoint_if_cancelled()
+            if callbacks:
+                self._raise_unless_clean()
+            return
         self._reading = callbacks
         with self._reader_scope as scope:
             try:
@@ -163,14 +171,20 @@ class _ConnectionTasks(_ConnectionWriter):
             finally:
                 del owner_cancelled
         if callbacks:
-            ended = self._closed_error()
-            if not isinstance(ended, ConnectionClosedOK):
-                try:
-                    raise ended
-                finally:
-                    del ended
+            self._raise_unless_clean()
         # Already a checkpoint on every way here (the teardown's); for the linter.
         await checkpoint_if_cancelled()
+
+    def _raise_unless_clean(self) -> None:
+        """For the owner's loop: raise how the connection ended, unless it closed cleanly."""
+        ended = self._closed_error()
+        if not isinstance(ended, ConnectionClosedOK):
+            # Raised from a local cleared on the way out: the traceback holds this
+            # frame, which must not hold the exception (a cycle only the collector frees).
+            try:
+                raise ended
+            finally:
+                del ended
 
     async def _read_loop(self, deliver: Deliver | None) -> bool:
         """Read until the end of the stream; return whether it ended cleanly.
