@@ -26,7 +26,6 @@ from rue_trio import (
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
-    Context,
     MessageType,
     WebSocketConn,
     WebSocketHandler,
@@ -34,18 +33,9 @@ from rue_trio import (
 from rue_trio.client import open_websocket_stream
 from rue_trio.testing import open_test_app
 from rue_trio.websocket import ConnectionConfig
+from tests._apps import app_with
 
 QUIET = ConnectionConfig(ping_interval=None)
-
-
-def app_with(handler: WebSocketHandler) -> App:
-    app = App()
-
-    @app.get("/ws")
-    async def ws(c: Context) -> None:
-        await handler.handle(c)
-
-    return app
 
 
 class Log:
