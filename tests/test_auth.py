@@ -21,18 +21,9 @@ from rue_trio import (
 )
 from rue_trio.app import recovery
 from rue_trio.testing import open_test_app, open_test_client
+from tests._apps import app_with
 
 from ._programs import ROOT, serving
-
-
-def app_with(handler: WebSocketHandler) -> App:
-    app = App()
-
-    @app.get("/ws")
-    async def ws(c: Context) -> None:
-        await handler.handle(c)
-
-    return app
 
 
 async def test_server_authenticate_refusal_sends_status_body_headers_and_no_callback() -> None:

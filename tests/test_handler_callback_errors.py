@@ -14,24 +14,13 @@ import pytest
 import trio
 
 from rue_trio import (
-    App,
     ConnectionClosedError,
-    Context,
     MessageType,
     WebSocketConn,
     WebSocketHandler,
 )
 from rue_trio.testing import open_test_app
-
-
-def app_with(handler: WebSocketHandler) -> App:
-    app = App()
-
-    @app.get("/ws")
-    async def ws(c: Context) -> None:
-        await handler.handle(c)
-
-    return app
+from tests._apps import app_with
 
 
 async def echo_or_fail(conn: WebSocketConn, msg_type: MessageType, data: str | bytes) -> None:

@@ -66,8 +66,8 @@ class App:
             glibc only, keep up to 32 MiB of freed memory in the process instead of
             returning it to the kernel at once, and serve blocks up to 4 MiB from the
             heap: a 1 MiB echo otherwise page-faults its buffers back in on every round
-            trip (about 530 faults and three quarters of its CPU, see
-            :mod:`rue_trio._malloc`). Done once per process and not undone; skipped
+            trip (about 530 faults and three quarters of its CPU, measured in the
+            performance topic). Done once per process and not undone; skipped
             when the environment sets ``MALLOC_TRIM_THRESHOLD_``,
             ``MALLOC_MMAP_THRESHOLD_`` or ``GLIBC_TUNABLES``. ``False`` leaves the
             allocator as it is.

@@ -282,7 +282,9 @@ class WebSocketConn(_ConnectionHubPort):
             ConnectionClosed: the connection is closing or closed
                 (:class:`~rue_trio.exceptions.ConnectionClosedOK` after a normal
                 closure); it is raised once the connection is fully closed, so it
-                tells how it ended.
+                tells how it ended. In a :class:`~rue_trio.WebSocketHandler` callback
+                after ``close()`` it is raised at once (the end comes after the
+                callback): ``ConnectionClosedOK`` when that close was a normal one.
             ValueError: ``message_type`` is not a data message type.
         """
         await checkpoint_if_cancelled()

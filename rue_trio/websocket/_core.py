@@ -16,7 +16,7 @@ from typing import Any, NoReturn, Protocol
 import trio
 from trio.lowlevel import checkpoint_if_cancelled
 
-from rue_trio.exceptions import ConnectionClosed
+from rue_trio.exceptions import ConnectionClosed, ConnectionClosedOK
 from rue_trio.protocol import (
     Message,
     State,
@@ -38,6 +38,8 @@ _NO_META: Mapping[str, Any] = MappingProxyType({})
 # call per 256 connections instead of one each. Still 64 random bits per id (unique across
 # processes and nodes for all practical purposes); a forked child starts a pool of its own.
 _ID_BATCH = 256
+# Close codes of a clean end (as in the protocol's close_exc): normal, going away, none.
+_OK_CODES = frozenset({1000, 1001, 1005})
 _id_pool: list[str] = []
 os.register_at_fork(after_in_child=_id_pool.clear)
 
@@ -316,7 +318,24 @@ class _ConnectionCore:
         # Wait for the end (bounded by the close timeout) so the exception says how the
         # connection ended, not how it was ending.
         await self._wait_closed()
-        raise self._closed_error()
+        exc = self._closed_error()
+        sent = exc.sent
+        # Still open: in a callback of the owner's loop, after close(), the end is not
+        # known yet (only that loop reads the peer's close frame). So far it is our
+        # close: a clean one must not read as an abnormal end (ConnectionClosedError).
+        if (
+            not self._closed
+            and exc.rcvd is None
+            and exc.__cause__ is None
+            and sent is not None
+            and sent.code in _OK_CODES
+        ):
+            exc = ConnectionClosedOK(None, sent)
+        # Raised from a local cleared on the way out: the traceback holds this frame.
+        try:
+            raise exc
+        finally:
+            del exc
 
     async def _raise_closed_to_sender(self) -> NoReturn:
         protocol = self._protocol

@@ -109,6 +109,14 @@ class _ConnectionTasks(_ConnectionWriter):
         teardown = True
         owner_cancelled: trio.Cancelled | None = None
         callbacks = deliver is not None and deliver is not _discard
+        if self._reader_done:
+            # The owner task read to the end already, out of its loop (close() in
+            # on_connect): the reader's scope is spent (a scope is entered once) and
+            # the stream closed; only say how the connection ended.
+            await checkpoint_if_cancelled()
+            if callbacks:
+                self._raise_unless_clean()
+            return
         self._reading = callbacks
         with self._reader_scope as scope:
             try:
@@ -174,16 +182,26 @@ class _ConnectionTasks(_ConnectionWriter):
                 raise owner_cancelled
             finally:
                 del owner_cancelled
-        # Built only for an abnormal end (bench/profile_server.py --scenario handshake:
-        # 883 -> 875 calls per connection).
-        if callbacks and not self._protocol.closed_ok:
-            ended = self._closed_error()
-            try:
-                raise ended
-            finally:
-                del ended
+        if callbacks:
+            self._raise_unless_clean()
         # For the linter: the teardown's checkpoint, or none when TCP was closed already.
         await checkpoint_if_cancelled()
+
+    def _raise_unless_clean(self) -> None:
+        """For the owner's loop: raise how the connection ended, unless it closed cleanly.
+
+        The exception is built only for an abnormal end (bench/profile_server.py
+        --scenario handshake: 883 -> 875 calls per connection).
+        """
+        if self._protocol.closed_ok:
+            return
+        ended = self._closed_error()
+        # Raised from a local cleared on the way out: the traceback holds this frame,
+        # which must not hold the exception (a cycle only the collector frees).
+        try:
+            raise ended
+        finally:
+            del ended
 
     async def _read_loop(self, deliver: Deliver | None) -> bool:
         """Read until the end of the stream; return whether it ended cleanly.
