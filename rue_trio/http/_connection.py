@@ -220,6 +220,9 @@ class HTTPConnection(_HTTPReading):
                     if self.status is None:
                         await self.respond(200)
                     h = self._h11
+                    if h.their_state is h11.SEND_BODY:
+                        # The end of a request without a body, left by _read_request.
+                        h.next_event()
                     if (
                         self._shutting_down
                         or h.our_state is not h11.DONE
