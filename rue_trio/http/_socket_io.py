@@ -13,24 +13,13 @@ request still lets other tasks run at every one.
 
 from __future__ import annotations
 
-import errno
 import os
 
 import trio
 
+from rue_trio._sockio import FD_IO, socket_error
+
 __all__ = ["read_now", "write_now"]
-
-# Whether a socket's descriptor can be read and written with os.read/os.write.
-_FD_IO = os.name == "posix"
-# What a closed socket's calls fail with (as Trio's SocketStream sees them).
-_CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
-
-
-def _stream_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
-    """The error Trio's ``SocketStream`` raises for a socket call's ``exc``."""
-    if exc.errno in _CLOSED_ERRNOS:
-        return trio.ClosedResourceError("the socket was closed")
-    return trio.BrokenResourceError(f"socket connection broken: {exc}")
 
 
 def read_now(stream: trio.abc.Stream, max_bytes: int) -> bytes | None:
@@ -43,14 +32,14 @@ def read_now(stream: trio.abc.Stream, max_bytes: int) -> bytes | None:
         trio.ClosedResourceError: the socket was closed.
         trio.BrokenResourceError: the connection broke.
     """
-    if not _FD_IO or type(stream) is not trio.SocketStream:
+    if not FD_IO or type(stream) is not trio.SocketStream:
         return None
     try:
         return os.read(stream.socket.fileno(), max_bytes)
     except BlockingIOError:
         return None
     except OSError as exc:
-        raise _stream_error(exc) from exc
+        raise socket_error(exc) from exc
 
 
 def write_now(stream: trio.abc.Stream, data: bytes) -> int:
@@ -63,11 +52,11 @@ def write_now(stream: trio.abc.Stream, data: bytes) -> int:
         trio.ClosedResourceError: the socket was closed.
         trio.BrokenResourceError: the connection broke.
     """
-    if not _FD_IO or type(stream) is not trio.SocketStream:
+    if not FD_IO or type(stream) is not trio.SocketStream:
         return 0
     try:
         return os.write(stream.socket.fileno(), data)
     except BlockingIOError:
         return 0
     except OSError as exc:
-        raise _stream_error(exc) from exc
+        raise socket_error(exc) from exc

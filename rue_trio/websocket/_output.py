@@ -9,12 +9,13 @@ theory of operation.
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Callable
 from typing import TypeVar
 
 import trio
+
+from rue_trio._sockio import FD_IO, socket_error
 
 from ._core import _ConnectionCore
 from ._queue import _Buffer, _rest
@@ -34,11 +35,6 @@ _MAX_GATHER = 256
 _A = TypeVar("_A")
 _R = TypeVar("_R")
 _TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
-# What a closed socket's calls fail with (as trio's SocketStream sees them).
-_CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
-# Whether a socket's descriptor can be read and written with os.read and os.write (not on
-# Windows).
-_WRITE_FD = os.name == "posix"
 
 
 class _ConnectionOutput(_ConnectionCore):
@@ -125,13 +121,6 @@ class _ConnectionOutput(_ConnectionCore):
             out._wake_writer()
 
 
-def _socket_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
-    """The stream error for a socket call's ``exc``, as trio's ``SocketStream`` raises it."""
-    if exc.errno in _CLOSED_ERRNOS:
-        return trio.ClosedResourceError("the socket was closed")
-    return trio.BrokenResourceError(f"socket connection broken: {exc}")
-
-
 def _for_write(batch: list[_Buffer]) -> tuple[_Buffer | list[_Buffer], int]:
     """What to write for a batch of buffers, and its size: one buffer, or the batch itself.
 
@@ -142,7 +131,7 @@ def _for_write(batch: list[_Buffer]) -> tuple[_Buffer | list[_Buffer], int]:
     if len(batch) == 1:
         data = batch[0]
         return data, len(data)
-    if len(batch) <= _MAX_GATHER and _WRITE_FD:
+    if len(batch) <= _MAX_GATHER and FD_IO:
         size = sum(map(len, batch))
         if size >= _GATHER_MIN:
             return batch, size
@@ -162,7 +151,7 @@ def _call_now(call: Callable[[int, _A], _R], sock: trio.socket.SocketType, arg: 
     except BlockingIOError:
         return None
     except OSError as exc:
-        raise _socket_error(exc) from exc
+        raise socket_error(exc) from exc
 
 
 def _write_now(sock: trio.socket.SocketType, data: _Buffer | list[_Buffer]) -> int:
@@ -207,7 +196,7 @@ async def _send_to_socket(
             try:
                 sent = await sock.sendmsg(buffers)
             except OSError as exc:
-                raise _socket_error(exc) from exc
+                raise socket_error(exc) from exc
             buffers = _rest(buffers, sent)
             if not buffers:
                 return
@@ -218,6 +207,6 @@ async def _send_to_socket(
             try:
                 sent += await sock.send(view[sent:])
             except OSError as exc:
-                raise _socket_error(exc) from exc
+                raise socket_error(exc) from exc
             if sent >= total:
                 return

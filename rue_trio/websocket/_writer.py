@@ -12,12 +12,12 @@ import math
 import trio
 from trio.lowlevel import checkpoint_if_cancelled
 
+from rue_trio._sockio import FD_IO
 from rue_trio.protocol import State
 
 from ._output import (
     _MAX_WRITE,
     _TRANSPORT_ERRORS,
-    _WRITE_FD,
     _ConnectionOutput,
     _for_write,
     _send_to_socket,
@@ -77,7 +77,7 @@ class _ConnectionWriter(_ConnectionOutput):
                                 if sock is not None:
                                     data, size = _for_write(batch)
                                     del batch
-                                    sent = _write_now(sock, data) if _WRITE_FD else 0
+                                    sent = _write_now(sock, data) if FD_IO else 0
                                     if sent < size:
                                         await _send_to_socket(sock, data, sent, self._arm_write)
                                 else:
