@@ -187,7 +187,7 @@ class WebSocketConn(_ConnectionHubPort):
 
         It is the peer's code if it sent a close frame, else ours.
         """
-        if not self._reader_done:
+        if not self._out._closed:
             return None
         # What ConnectionClosed.code says, without building the exception (and its
         # message) for each read: the handler reads these twice per connection, for the
@@ -200,7 +200,7 @@ class WebSocketConn(_ConnectionHubPort):
     @property
     def close_reason(self) -> str | None:
         """The close reason that goes with :attr:`close_code`, else ``None``."""
-        if not self._reader_done:
+        if not self._out._closed:
             return None
         protocol = self._protocol
         frame = protocol.close_rcvd or protocol.close_sent
@@ -440,7 +440,7 @@ class WebSocketConn(_ConnectionHubPort):
         # The wait is inline (here and in __anext__), not a coroutine of its own: an idle
         # connection's task parks in one frame less (bench/idle_memory.py).
         while not self._inbound:
-            if self._reader_done:
+            if self._out._closed:
                 await self._raise_closed()
             await self._receiver.wait()
         return self._take_message()
@@ -487,7 +487,7 @@ class WebSocketConn(_ConnectionHubPort):
             raise self._busy_receiving()
         await checkpoint_if_cancelled()
         while not self._inbound:
-            if self._reader_done:
+            if self._out._closed:
                 try:
                     await self._raise_closed()
                 except ConnectionClosedOK:

@@ -139,7 +139,6 @@ class _ConnectionCore:
         "_pings",
         "_pings_sent",
         "_protocol",
-        "_reader_done",
         "_reader_scope",
         "_reading",
         "_receiver",
@@ -208,7 +207,6 @@ class _ConnectionCore:
         # Whether this side sent the first close frame (then late messages may be dropped).
         self._closing_first = False
         self._closing = False
-        self._reader_done = False
         self._stream_closed_by_us = False
         self._closed = False
         # Created only when a task has to wait for the end.

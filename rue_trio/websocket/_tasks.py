@@ -109,7 +109,7 @@ class _ConnectionTasks(_ConnectionWriter):
         teardown = True
         owner_cancelled: trio.Cancelled | None = None
         callbacks = deliver is not None and deliver is not _discard
-        if self._reader_done:
+        if self._out._closed:
             # The owner task read to the end already, out of its loop (close() in
             # on_connect): the reader's scope is spent (a scope is entered once) and
             # the stream closed; only say how the connection ended.
@@ -444,7 +444,8 @@ class _ConnectionTasks(_ConnectionWriter):
         # Nothing can be written any more.
         self._protocol.data_to_send()
         self._closing = True
-        self._reader_done = True
+        # The reader is done once the outbound queue is closed (out._closed): closing it
+        # here, and only here, is what marks the end of reading.
         out = self._out
         if out._writer.task is not None:
             # The writer waits for frames: woken by the close below, it returns

@@ -110,7 +110,7 @@ class _ConnectionWriter(_ConnectionOutput):
     def _writer_goes_on(self, scope: trio.CancelScope) -> bool:
         """After the writer's scope ended: whether the writer goes on in a fresh scope."""
         now = trio.current_time()
-        if not scope.cancelled_caught or self._reader_done or now < scope.deadline:
+        if not scope.cancelled_caught or self._out._closed or now < scope.deadline:
             return False
         # The deadline: the write bound, or the keepalive's next step.
         if self._writing:
