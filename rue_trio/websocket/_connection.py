@@ -3,10 +3,12 @@
 Theory of operation
 -------------------
 :func:`open_websocket_conn` wraps any :class:`trio.abc.Stream` on which the opening
-handshake is done, and a sans-I/O :class:`~rue_trio.protocol.Protocol`, in a
+handshake is done, and a sans-I/O :class:`~rue_trio.protocol.WebSocketProtocol`, in a
 :class:`WebSocketConn`. Inside the context manager a nursery runs two tasks:
 
-* **reader**: ``stream.receive_some`` → ``protocol.buffer_data`` → ``protocol.next_events``,
+* **reader**: ``stream.receive_some`` (on a plain socket, ``wait_readable`` then
+  ``os.read`` on its descriptor; the rest of a large uncompressed frame up to
+  ``inbound_queue_bytes`` at once) → ``protocol.buffer_data`` → ``protocol.next_events``,
   as far as there is room: fewer than ``inbound_queue`` messages
   and ``inbound_queue_bytes`` bytes waiting for the application, and an outbound queue
   below its byte bound (the pongs we owe count there). Otherwise the reader waits, so it
@@ -49,7 +51,9 @@ runs and gives the peer ``ping_timeout`` once the loop reads again.
 Sending encodes in the caller's task (``protocol.encode`` masks and compresses) after
 waiting for room in the outbound queue, with no checkpoint between encoding and queueing:
 a cancelled ``send`` queued the whole message or nothing, and never advanced the
-compression context (docs/topics/design.md, "Cancellation-safe").
+compression context (docs/topics/design.md, "Cancellation-safe"). When the writer is idle
+on a plain socket, the sending task writes its frame itself and queues only what the
+kernel does not take (``_output.py``, docs/topics/design.md, "The outbound queue").
 
 Checkpoints and batching. ``send`` and ``receive`` are always cancellation points, but
 they yield to other tasks only when they have to wait (no room, no message). A loop of
